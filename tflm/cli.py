@@ -1,0 +1,133 @@
+"""`tflm` command line: thin argument parsing; all logic lives in the library."""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _csv(kind):
+    def parse(text):
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        try:
+            return [kind(t) for t in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated {kind.__name__} values") from None
+
+    return parse
+
+
+def cmd_info(args):
+    from tflm.models import load_lm
+
+    lm = load_lm(args.model)
+    for k, v in lm.info().items():
+        print(f"{k:24s} {v}")
+
+
+def cmd_tokenize(args):
+    from tflm.models.load_lm import load_tokenizer
+
+    tok = load_tokenizer(args.model)
+    for line in sys.stdin:
+        text = line.rstrip("\n")
+        if args.pieces:
+            print(" ".join(tok.pieces(text)))
+        else:
+            print(" ".join(str(i) for i in tok.encode(text)))
+
+
+def cmd_pretrain(args):
+    from tflm.lm.pretrain import pretrain
+
+    card = pretrain(
+        objective=args.objective,
+        corpus=args.corpus,
+        out_dir=args.out,
+        valid=args.valid,
+        config=args.config,
+        init=args.init,
+        untied=args.untied,
+        fix_phi=args.fix_phi,
+        init_embeddings=args.init_embeddings,
+        init_phi=args.init_phi,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        clip_norm=args.clip_norm,
+        checkpoint_every=args.checkpoint_every,
+        strategy=args.strategy,
+        seed=args.seed,
+        jit_compile=not args.no_jit,
+        weights_dtype=args.weights_dtype,
+        command="tflm " + " ".join(sys.argv[1:]),
+    )
+    for k in ("val_objective", "val_softmax_xent", "val_perplexity", "wall_time_s"):
+        if k in card:
+            print(f"{k:18s} {card[k]:.4f}")
+    print(f"model written to {os.path.join(args.out, 'model')}")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="tflm",
+        description="Causal language models as features for text classification "
+        "(Saunshi, Malladi, Arora, ICLR 2021).",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("info", help="print a model's architecture, d, V, head, size and tokenizer")
+    s.add_argument("model", help="model SPEC (preset name, preset dir, HF dir, .gguf, tiny-gpt2)")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("tokenize", help="token ids (or --pieces) of each stdin line")
+    s.add_argument("model", help="model SPEC")
+    s.add_argument("--pieces", action="store_true", help="print token strings instead of ids")
+    s.set_defaults(func=cmd_tokenize)
+
+    s = sub.add_parser("pretrain", help="train a causal LM with cross-entropy or Quad")
+    s.add_argument("--objective", choices=["xent", "quad"], required=True)
+    s.add_argument("--corpus", required=True, help="training text, one document per line")
+    s.add_argument("--valid", help="validation text, one document per line")
+    s.add_argument("--out", required=True, help="output directory (model/, checkpoints/, logs/, backup/)")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--config", default="small", help="tiny | small | gpt2_base | gpt2_medium (default small)")
+    g.add_argument("--init", help="start from this model SPEC instead of a random config")
+    s.add_argument("--untied", action="store_true", help="paper's untied head: body -> f_lin -> separate Phi")
+    s.add_argument("--fix-phi", action="store_true", help="freeze Phi (needs an untied head)")
+    s.add_argument("--init-embeddings", help="initialise input embeddings (and untied Phi) from a .npy (V, d) or a model SPEC")
+    s.add_argument("--init-phi", help="initialise the untied Phi from a .npy (V, d) or a model SPEC")
+    s.add_argument("--steps", type=int, default=1000)
+    s.add_argument("--batch-size", type=int, default=16, help="global batch size (split across replicas)")
+    s.add_argument("--seq-len", type=int, default=256)
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--warmup-steps", type=int, default=100)
+    s.add_argument("--weight-decay", type=float, default=0.01)
+    s.add_argument("--clip-norm", type=float, default=1.0)
+    s.add_argument("--checkpoint-every", type=int, default=200)
+    s.add_argument("--strategy", default="auto", choices=["auto", "mirrored", "multiworker", "one"])
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-jit", action="store_true", help="disable XLA compilation")
+    s.add_argument("--weights-dtype", default="float32", choices=["float32", "float16"])
+    s.set_defaults(func=cmd_pretrain)
+
+    return p
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, ConnectionError, FloatingPointError) as e:
+        print(f"tflm {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

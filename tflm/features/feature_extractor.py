@@ -1,0 +1,125 @@
+"""The paper's sentence features as one Keras model."""
+
+import keras
+from keras import ops
+
+from tflm.features.conditional_mean import ConditionalMean
+from tflm.features.last_token_pooling import LastTokenPooling
+from tflm.features.random_projection import RandomProjection
+from tflm.features.word_scores import WordScores
+
+FEATURES = ("f", "phi_p", "p", "subset", "class", "posneg", "proj")
+WORD_FEATURES = ("subset", "class", "posneg")
+
+
+def check_feature_names(names):
+    bad = [n for n in names if n not in FEATURES]
+    if bad:
+        raise ValueError(f"unknown feature name(s) {bad}; choose from {list(FEATURES)}")
+    return list(names)
+
+
+@keras.saving.register_keras_serializable(package="tflm")
+class FeatureExtractor(keras.Model):
+    """Maps ``{"token_ids", "padding_mask"}`` to a dict of sentence features.
+
+    - ``f``: the final hidden state at the last real token (after `f_lin`
+      for untied models);
+    - ``phi_p``: Phi p_f(s) = softmax(f Phi^T) Phi;
+    - ``p``: the full next-word distribution p_f(s) (V dims);
+    - ``subset`` / ``class`` / ``posneg``: scores of chosen word ids;
+    - ``proj``: A p_f(s) with A a seeded (d, V) matrix with orthonormal rows.
+
+    Every feature but f is a function of f and Phi (`derive`), so pipelines
+    can run the LM once, cache f, and stream the rest batch by batch.
+
+    Args:
+        backbone: keras-hub backbone returning final hidden states.
+        head: optional `UntiedHead`; Phi is then the head's matrix.
+        features: names to output.
+        word_ids: dict from word-feature name to token id list.
+        word_mode: "logits" (paper), "probs" or "logprobs".
+        proj_seed: seed of the random projection.
+    """
+
+    def __init__(self, backbone, head=None, features=("f", "phi_p"), word_ids=None,
+                 word_mode="logits", proj_seed=0, **kwargs):
+        super().__init__(**kwargs)
+        features = check_feature_names(features)
+        word_ids = dict(word_ids or {})
+        for name in features:
+            if name in WORD_FEATURES and not word_ids.get(name):
+                raise ValueError(f"feature {name!r} needs a word list (word_ids[{name!r}])")
+        # === Layers ===
+        self.backbone = backbone
+        self.head = head
+        self.pooling = LastTokenPooling(name="last_token")
+        self.conditional_mean = ConditionalMean(name="conditional_mean")
+        self.word_scores = {
+            n: WordScores(word_ids[n], mode=word_mode, name=f"{n}_scores")
+            for n in WORD_FEATURES if n in features
+        }
+        self.projection = (
+            RandomProjection(backbone.hidden_dim, backbone.vocabulary_size, seed=proj_seed, name="projection")
+            if "proj" in features else None
+        )
+        # === Config ===
+        self.features = features
+        self.word_ids = {k: [int(i) for i in v] for k, v in word_ids.items()}
+        self.word_mode = word_mode
+        self.proj_seed = proj_seed
+
+    @property
+    def phi(self):
+        if self.head is not None:
+            return self.head.phi
+        emb = self.backbone.token_embedding
+        if getattr(self.backbone, "tie_word_embeddings", True):
+            return emb.embeddings
+        return ops.transpose(emb.reverse_embeddings)
+
+    def sentence_f(self, inputs):
+        h = self.backbone({"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]})
+        if self.head is not None:
+            h = self.head(h)
+        return self.pooling(h, inputs["padding_mask"])
+
+    def derive(self, f, names=None):
+        """The non-f features from f (B, d)."""
+        phi = ops.convert_to_tensor(self.phi)
+        out = {}
+        for name in names or self.features:
+            if name == "f":
+                out[name] = f
+            elif name == "phi_p":
+                out[name] = self.conditional_mean(f, phi)
+            elif name == "p":
+                out[name] = ops.softmax(ops.matmul(f, ops.transpose(ops.cast(phi, f.dtype))), axis=-1)
+            elif name in WORD_FEATURES:
+                out[name] = self.word_scores[name](f, phi)
+            elif name == "proj":
+                out[name] = self.projection(f, phi)
+        return out
+
+    def call(self, inputs):
+        return self.derive(self.sentence_f(inputs))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "head": None if self.head is None else keras.saving.serialize_keras_object(self.head),
+            "features": self.features,
+            "word_ids": self.word_ids,
+            "word_mode": self.word_mode,
+            "proj_seed": self.proj_seed,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        if config.get("head") is not None:
+            config["head"] = keras.saving.deserialize_keras_object(config["head"])
+        return cls(**config)

@@ -1,0 +1,133 @@
+"""A trainable causal LM (Keras model) whose objective is a loss layer."""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from tflm.lm.cross_entropy_loss import CrossEntropyLoss
+from tflm.lm.quad_loss import QuadLoss, gram_matrix
+from tflm.models.untied_head import UntiedHead
+
+OBJECTIVES = ("xent", "quad")
+
+
+@keras.saving.register_keras_serializable(package="tflm")
+class CausalLM(keras.Model):
+    """Backbone -> (optional untied head) -> features f, trained by `objective`.
+
+    Inputs are ``{"token_ids", "padding_mask"}`` (B, T); `fit` takes the next
+    token ids as `y` and a (B, T) mask of real targets as `sample_weight`.
+    Calling the model returns f (B, T, d). The loss is computed by a loss
+    layer on (f, Phi): `CrossEntropyLoss` or `QuadLoss` (Gram form).
+
+    Args:
+        backbone: a keras-hub backbone (e.g. `GPT2Backbone`).
+        objective: "xent" or "quad".
+        head: optional `UntiedHead` (f_lin + untied Phi); None means tied
+            Phi = token embedding (standard GPT-2).
+
+    Metrics: `softmax_xent` (the softmax cross-entropy of the logits f.Phi^T,
+    so perplexity = exp(softmax_xent)) is tracked for every objective; for
+    Quad it is computed in evaluation only (its V-dim cost is what Quad's
+    training avoids).
+    """
+
+    def __init__(self, backbone, objective="xent", head=None, **kwargs):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
+        super().__init__(**kwargs)
+        # === Layers ===
+        self.backbone = backbone
+        self.head = head
+        self.xent_loss = CrossEntropyLoss(name="xent_loss")
+        self.quad_loss = QuadLoss(name="quad_loss")
+        self.softmax_xent = keras.metrics.Mean(name="softmax_xent")
+        # === Config ===
+        self.objective = objective
+        self._frozen_gram = None
+
+    def build(self, input_shape=None):
+        if self.head is not None and not self.head.built:
+            self.head.build()
+        if self.objective == "quad" and not self.phi_trainable:
+            d = self.backbone.hidden_dim
+            self._frozen_gram = self.add_weight(
+                shape=(d, d), initializer="zeros", trainable=False, name="frozen_gram"
+            )
+        self.built = True
+
+    @property
+    def phi(self):
+        """Phi as (V, d): row w is phi_w."""
+        if self.head is not None:
+            return self.head.phi
+        return self.backbone.token_embedding.embeddings
+
+    @property
+    def phi_trainable(self):
+        return self.head.trainable_phi if self.head is not None else True
+
+    def refresh_gram(self):
+        """Recompute the constant Gram matrix of a frozen Phi."""
+        if not self.built:
+            self.build()
+        if self._frozen_gram is not None:
+            self._frozen_gram.assign(gram_matrix(ops.convert_to_tensor(self.phi)))
+
+    def call(self, inputs, training=False):
+        h = self.backbone(
+            {"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]},
+            training=training,
+        )
+        return self.head(h) if self.head is not None else h
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        mask = sample_weight if sample_weight is not None else x["padding_mask"]
+        phi = ops.convert_to_tensor(self.phi)
+        if self.objective == "xent":
+            loss = self.xent_loss(y_pred, phi, y, mask)
+            self.softmax_xent.update_state(loss)
+        else:
+            gram = None if self._frozen_gram is None else self._frozen_gram
+            loss = self.quad_loss(y_pred, phi, y, mask, gram=gram)
+            if not training:
+                self.softmax_xent.update_state(self.xent_loss(y_pred, phi, y, mask))
+        # Keras' trainer expects per-replica losses scaled by 1/num_replicas
+        # (what its built-in losses do), so gradients sum to the global mean.
+        return loss / tf.distribute.get_strategy().num_replicas_in_sync
+
+    def fit(self, *args, **kwargs):
+        self.refresh_gram()
+        return super().fit(*args, **kwargs)
+
+    def logits(self, token_ids, padding_mask):
+        f = self({"token_ids": token_ids, "padding_mask": padding_mask})
+        return ops.einsum("btd,vd->btv", f, ops.convert_to_tensor(self.phi))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "objective": self.objective,
+                "head": None if self.head is None else keras.saving.serialize_keras_object(self.head),
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        if config.get("head") is not None:
+            config["head"] = keras.saving.deserialize_keras_object(config["head"])
+        return cls(**config)
+
+
+def make_untied_head(vocabulary_size, hidden_dim, trainable_phi=True, phi=None, name="untied_head"):
+    """An `UntiedHead`, optionally with Phi initialised from a (V, d) matrix."""
+    head = UntiedHead(vocabulary_size, hidden_dim, trainable_phi=trainable_phi, name=name)
+    head.build()
+    if phi is not None:
+        head.set_phi(phi)
+    return head

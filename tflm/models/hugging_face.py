@@ -1,0 +1,410 @@
+"""Hugging Face checkpoint directories (GPT-2 and Llama family) as `LanguageModel`s.
+
+A checkpoint directory is what `transformers`' `save_pretrained` writes:
+`config.json`, `model.safetensors` (or sharded `model-0000x-of-0000y.safetensors`
++ `model.safetensors.index.json`) and the tokenizer (`tokenizer.json`, or for
+GPT-2 `vocab.json` + `merges.txt`).
+
+The backbones are keras-hub's `GPT2Backbone` / `Llama3Backbone` and the weight
+layouts are keras-hub's own converters (`keras_hub/src/utils/transformers/
+convert_gpt2.py`, `convert_llama3.py`: their `convert_weights` is reused with
+tflm's safetensors reader), but the backbone *config* is built here, because
+keras-hub 0.32's `convert_backbone_config` functions drop fields that real
+checkpoints set:
+
+* Llama: `rms_norm_eps` is ignored (keras-hub falls back to 1e-6 while Llama 2/3,
+  SmolLM, TinyLlama use 1e-5); a missing `tie_word_embeddings` key is a KeyError;
+  `attention_bias`, `mlp_bias`, `head_dim`, `hidden_act` and non-llama3
+  `rope_scaling` are not checked.
+* GPT-2: `intermediate_dim` is hard-coded to 4 * n_embd (`n_inner` ignored);
+  `layer_norm_epsilon` (1e-5) and the activation (tanh-approximate GELU) are
+  hard-coded in `GPT2Backbone` and cannot be configured, so other values raise.
+  An untied `lm_head.weight` would be dropped; tflm keeps it as an `UntiedHead`.
+* Mistral: keras-hub's converter casts the embedding to float16 and ignores
+  `tie_word_embeddings`; a Mistral checkpoint with `head_dim == hidden/heads`
+  is architecturally a Llama, so it is loaded into `Llama3Backbone` with the
+  context capped at `sliding_window` (where sliding-window attention equals
+  full causal attention).
+* Qwen2 (q/k/v biases) is not supported: keras-hub's converter passes
+  `use_sliding_window`, a keyword `QwenBackbone` does not accept.
+* bfloat16 safetensors: `safetensors`' numpy reader cannot read them; tflm's
+  reader converts bf16/f16 to float32 itself.
+
+Every checkpoint tensor must be consumed by the conversion; a left-over tensor
+(e.g. a bias of an architecture variant the backbone lacks) is an error rather
+than a silently different model.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from tflm.models.language_model import LanguageModel
+from tflm.tokenization import Tokenizer
+
+SUPPORTED_MODEL_TYPES = ("gpt2", "llama", "mistral")
+SAFETENSORS_FILE = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+
+# Buffers some checkpoints carry that are not parameters.
+_IGNORABLE_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
+
+_ST_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": "bf16",
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+
+
+# --- safetensors ------------------------------------------------------------
+class SafetensorsCheckpoint:
+    """Reads every tensor of a (possibly sharded) safetensors checkpoint as float32.
+
+    Implements keras-hub's loader protocol (`port_weight(keras_variable,
+    hf_weight_key, hook_fn)`), resolving keys with or without the model-class
+    prefix (`transformer.` for `GPT2LMHeadModel`, `model.` for Llama), and
+    records which tensors were used.
+    """
+
+    def __init__(self, directory):
+        self.directory = directory
+        index_path = os.path.join(directory, SAFETENSORS_INDEX)
+        single_path = os.path.join(directory, SAFETENSORS_FILE)
+        if os.path.isfile(index_path):
+            try:
+                with open(index_path) as f:
+                    weight_map = json.load(f)["weight_map"]
+            except (ValueError, KeyError) as e:
+                raise ValueError(f"{index_path}: not a valid safetensors index ({e})") from None
+            files = sorted(set(weight_map.values()))
+        elif os.path.isfile(single_path):
+            files = [SAFETENSORS_FILE]
+        else:
+            present = sorted(os.listdir(directory))
+            hint = (
+                " (only PyTorch .bin weights found: re-save with safe_serialization=True)"
+                if any(n.endswith(".bin") for n in present)
+                else ""
+            )
+            raise FileNotFoundError(
+                f"{directory}: no weights file ({SAFETENSORS_FILE} or {SAFETENSORS_INDEX}){hint}"
+            )
+        self.entries = {}  # key -> (path, dtype, shape, start, end)
+        for name in files:
+            path = os.path.join(directory, name)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{directory}: weights shard {name} listed in the index is missing")
+            for key, entry in _read_safetensors_header(path).items():
+                self.entries[key] = (path,) + entry
+        self.used = set()
+        self._prefixes = ("", "transformer.", "model.")
+
+    # --- keys -------------------------------------------------------------
+    def resolve(self, key):
+        for prefix in self._prefixes:
+            if prefix + key in self.entries:
+                return prefix + key
+        # A bare model class (GPT2Model, LlamaModel) saves keys without "model.".
+        if key.startswith("model.") and key[len("model."):] in self.entries:
+            return key[len("model."):]
+        return None
+
+    def has(self, key):
+        return self.resolve(key) is not None
+
+    def get(self, key):
+        full = self.resolve(key)
+        if full is None:
+            raise ValueError(f"{self.directory}: weights have no tensor {key!r}")
+        self.used.add(full)
+        path, dtype, shape, start, end = self.entries[full]
+        return _read_tensor(path, dtype, shape, start, end)
+
+    def port_weight(self, keras_variable, hf_weight_key, hook_fn=None):
+        tensor = self.get(hf_weight_key)
+        if hook_fn is not None:
+            tensor = hook_fn(tensor, list(keras_variable.shape))
+        if tuple(tensor.shape) != tuple(keras_variable.shape):
+            raise ValueError(
+                f"{self.directory}: tensor {hf_weight_key!r} has shape {tuple(tensor.shape)}, "
+                f"the backbone expects {tuple(keras_variable.shape)} (config.json does not match the weights)"
+            )
+        keras_variable.assign(tensor.astype(keras_variable.dtype))
+
+    def unused(self):
+        return sorted(
+            k for k in self.entries if k not in self.used and not k.endswith(_IGNORABLE_SUFFIXES)
+        )
+
+
+def _read_safetensors_header(path):
+    """{key: (dtype, shape, start, end)} with absolute byte offsets; ValueError if corrupt."""
+    size = os.path.getsize(path)
+
+    def corrupt(why):
+        return ValueError(f"{path}: corrupt or truncated safetensors file ({why})")
+
+    if size < 8:
+        raise corrupt(f"{size} bytes")
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if n <= 0 or n > size - 8:
+            raise corrupt(f"header length {n} does not fit in {size} bytes")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+    except (UnicodeDecodeError, ValueError) as e:
+        raise corrupt(f"unreadable header: {e}") from None
+    header.pop("__metadata__", None)
+    base = 8 + n
+    out = {}
+    for key, info in header.items():
+        try:
+            dtype, shape, (start, end) = info["dtype"], [int(s) for s in info["shape"]], info["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise corrupt(f"bad entry for {key!r}") from None
+        if dtype not in _ST_DTYPES:
+            raise ValueError(f"{path}: tensor {key!r} has unsupported dtype {dtype}")
+        itemsize = 2 if dtype == "BF16" else np.dtype(_ST_DTYPES[dtype]).itemsize
+        if end - start != itemsize * int(np.prod(shape, dtype=np.int64)) or base + end > size:
+            raise corrupt(f"tensor {key!r} extends past the end of the file or has a wrong size")
+        out[key] = (dtype, tuple(shape), base + start, base + end)
+    return out
+
+
+def _read_tensor(path, dtype, shape, start, end):
+    with open(path, "rb") as f:
+        f.seek(start)
+        buf = f.read(end - start)
+    if dtype == "BF16":
+        bits = np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16
+        arr = bits.view(np.float32)
+    else:
+        arr = np.frombuffer(buf, dtype=np.dtype(_ST_DTYPES[dtype]).newbyteorder("<"))
+    arr = arr.reshape(shape)
+    if arr.dtype.kind == "f":
+        arr = arr.astype(np.float32)
+    return arr
+
+
+# --- config -----------------------------------------------------------------
+def _read_config(directory):
+    path = os.path.join(directory, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{directory}: not a Hugging Face checkpoint (no config.json)")
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return config
+
+
+def _unsupported(directory, what):
+    return ValueError(f"{directory}: unsupported checkpoint: {what}")
+
+
+def _first_id(value):
+    if isinstance(value, (list, tuple)):
+        return int(value[0]) if value else None
+    return None if value is None else int(value)
+
+
+def _rope_theta(config):
+    params = config.get("rope_parameters") or {}
+    theta = params.get("rope_theta", config.get("rope_theta", 10000.0))
+    return float(theta)
+
+
+def gpt2_backbone_config(config, directory="<config>"):
+    """`GPT2Backbone` kwargs for a transformers `GPT2Config` dict (raises on what it cannot express)."""
+    eps = float(config.get("layer_norm_epsilon", 1e-5))
+    if abs(eps - 1e-5) > 1e-12:
+        raise _unsupported(
+            directory, f"GPT-2 layer_norm_epsilon={eps} (keras-hub's GPT2Backbone hard-codes 1e-5)"
+        )
+    act = config.get("activation_function", "gelu_new")
+    if act not in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
+        raise _unsupported(
+            directory,
+            f"GPT-2 activation_function={act!r} (GPT2Backbone implements only tanh-approximate "
+            "GELU: gelu_new / gelu_pytorch_tanh / gelu_fast)",
+        )
+    for key, ok in (
+        ("scale_attn_weights", True),
+        ("scale_attn_by_inverse_layer_idx", False),
+        ("add_cross_attention", False),
+    ):
+        if bool(config.get(key, ok)) != ok:
+            raise _unsupported(directory, f"GPT-2 {key}={config.get(key)!r}")
+    n_embd = int(config["n_embd"])
+    return {
+        "vocabulary_size": int(config["vocab_size"]),
+        "num_layers": int(config["n_layer"]),
+        "num_heads": int(config["n_head"]),
+        "hidden_dim": n_embd,
+        "intermediate_dim": int(config.get("n_inner") or 4 * n_embd),
+        "dropout": float(config.get("resid_pdrop", 0.1)),
+        "max_sequence_length": int(config.get("n_positions") or config.get("n_ctx") or 1024),
+    }
+
+
+def llama_backbone_config(config, directory="<config>"):
+    """`Llama3Backbone` kwargs for a transformers Llama/Mistral config dict."""
+    model_type = config.get("model_type")
+    hidden = int(config["hidden_size"])
+    heads = int(config["num_attention_heads"])
+    act = config.get("hidden_act", "silu")
+    if act != "silu":
+        raise _unsupported(directory, f"{model_type} hidden_act={act!r} (Llama3Backbone uses silu)")
+    for key in ("attention_bias", "mlp_bias"):
+        if config.get(key):
+            raise _unsupported(directory, f"{model_type} {key}=True (Llama3Backbone has no biases)")
+    head_dim = config.get("head_dim")
+    if head_dim is not None and int(head_dim) * heads != hidden:
+        raise _unsupported(
+            directory,
+            f"{model_type} head_dim={head_dim} != hidden_size/num_attention_heads={hidden // heads}",
+        )
+    kwargs = {
+        "vocabulary_size": int(config["vocab_size"]),
+        "num_layers": int(config["num_hidden_layers"]),
+        "num_query_heads": heads,
+        "hidden_dim": hidden,
+        "intermediate_dim": int(config["intermediate_size"]),
+        "num_key_value_heads": int(config.get("num_key_value_heads") or heads),
+        "rope_max_wavelength": _rope_theta(config),
+        "layer_norm_epsilon": float(config.get("rms_norm_eps", 1e-6)),
+        # transformers' LlamaConfig/MistralConfig default is untied.
+        "tie_word_embeddings": bool(config.get("tie_word_embeddings", False)),
+        "dropout": float(config.get("attention_dropout", 0.0)),
+    }
+    scaling = config.get("rope_scaling")
+    if scaling is None:
+        scaling = {k: v for k, v in (config.get("rope_parameters") or {}).items() if k != "rope_theta"}
+    rope_type = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    if rope_type == "llama3":
+        kwargs.update(
+            rope_frequency_adjustment_factor=float(scaling["factor"]),
+            rope_low_freq_factor=float(scaling["low_freq_factor"]),
+            rope_high_freq_factor=float(scaling["high_freq_factor"]),
+            rope_pretraining_sequence_length=int(scaling["original_max_position_embeddings"]),
+        )
+    elif rope_type != "default":
+        raise _unsupported(directory, f"{model_type} rope_scaling type {rope_type!r} (supported: none, llama3)")
+    return kwargs
+
+
+# --- loading ----------------------------------------------------------------
+def _load_tokenizer(directory, eos_token_id, model_type):
+    name = f"hf:{os.path.basename(os.path.normpath(directory))}"
+    path = os.path.join(directory, "tokenizer.json")
+    if os.path.isfile(path):
+        return Tokenizer.from_file(path, name=name, eos_token_id=eos_token_id)
+    vocab, merges = os.path.join(directory, "vocab.json"), os.path.join(directory, "merges.txt")
+    if model_type == "gpt2" and os.path.isfile(vocab) and os.path.isfile(merges):
+        tok = Tokenizer.from_gpt2_files(vocab, merges, name=name)
+        if eos_token_id is not None:
+            tok.eos_token_id = eos_token_id
+        return tok
+    raise FileNotFoundError(
+        f"{directory}: no tokenizer.json"
+        + (" (nor GPT-2 vocab.json + merges.txt)" if model_type == "gpt2" else "")
+    )
+
+
+def _build_gpt2(config, weights, directory):
+    import keras
+    import keras_hub
+    from keras_hub.src.utils.transformers import convert_gpt2
+
+    from tflm.models.untied_head import UntiedHead
+
+    kwargs = gpt2_backbone_config(config, directory)
+    backbone = keras_hub.models.GPT2Backbone(**kwargs, dtype="float32", name="gpt2_backbone")
+    convert_gpt2.convert_weights(backbone, weights, config)
+    head = None
+    tied = bool(config.get("tie_word_embeddings", True))
+    if weights.has("lm_head.weight"):
+        lm_head = weights.get("lm_head.weight")
+        emb = keras.ops.convert_to_numpy(backbone.token_embedding.embeddings)
+        if not tied and not (lm_head.shape == emb.shape and np.array_equal(lm_head, emb)):
+            head = UntiedHead(kwargs["vocabulary_size"], kwargs["hidden_dim"], use_f_lin=False, name="untied_head")
+            head.set_phi(lm_head)
+    elif not tied:
+        raise ValueError(f"{directory}: tie_word_embeddings is false but the weights have no lm_head.weight")
+    return backbone, head, kwargs["max_sequence_length"]
+
+
+def _build_llama(config, weights, directory):
+    import keras_hub
+    from keras_hub.src.utils.transformers import convert_llama3
+
+    kwargs = llama_backbone_config(config, directory)
+    if not kwargs["tie_word_embeddings"] and not weights.has("lm_head.weight"):
+        raise ValueError(f"{directory}: tie_word_embeddings is false but the weights have no lm_head.weight")
+    if kwargs["tie_word_embeddings"] and weights.has("lm_head.weight"):
+        weights.used.add(weights.resolve("lm_head.weight"))  # transformers ties it too
+    backbone = keras_hub.models.Llama3Backbone(**kwargs, dtype="float32", name="llama3_backbone")
+    convert_llama3.convert_weights(backbone, weights, config)
+    max_len = int(config.get("max_position_embeddings") or 2048)
+    window = config.get("sliding_window")
+    if config.get("model_type") == "mistral" and window and config.get("use_sliding_window", True):
+        max_len = min(max_len, int(window))
+    return backbone, None, max_len
+
+
+def load_hf_dir(directory, name=None):
+    """A Hugging Face GPT-2 / Llama / Mistral checkpoint directory as a `LanguageModel`."""
+    directory = os.fspath(directory)
+    if not os.path.exists(directory):
+        raise FileNotFoundError(f"Hugging Face checkpoint directory not found: {directory}")
+    if not os.path.isdir(directory):
+        raise ValueError(f"{directory}: not a directory (expected a Hugging Face checkpoint directory)")
+    config = _read_config(directory)
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        archs = config.get("architectures")
+        raise _unsupported(
+            directory,
+            f"model_type {model_type!r}" + (f" (architectures {archs})" if archs else "")
+            + f"; tflm loads Hugging Face checkpoints of model_type {', '.join(SUPPORTED_MODEL_TYPES)}",
+        )
+    try:
+        weights = SafetensorsCheckpoint(directory)
+        build = _build_gpt2 if model_type == "gpt2" else _build_llama
+        backbone, head, max_len = build(config, weights, directory)
+    except KeyError as e:
+        raise ValueError(f"{directory}: config.json lacks required field {e}") from None
+    leftover = weights.unused()
+    if leftover:
+        shown = ", ".join(leftover[:5]) + (" ..." if len(leftover) > 5 else "")
+        raise _unsupported(
+            directory, f"{len(leftover)} weight tensors the {model_type} conversion does not use ({shown})"
+        )
+    eos = _first_id(config.get("eos_token_id"))
+    tokenizer = _load_tokenizer(directory, eos, model_type)
+    try:
+        return LanguageModel(
+            backbone,
+            tokenizer,
+            head=head,
+            name=name or os.path.basename(os.path.normpath(directory)),
+            source="hf",
+            max_sequence_length=max_len,
+            metadata={"path": os.path.abspath(directory), "model_type": model_type},
+        )
+    except ValueError as e:
+        raise ValueError(f"{directory}: {e}") from None

@@ -1,0 +1,234 @@
+"""`Task`: everything tflm needs to know about a downstream classification task."""
+
+import copy
+import dataclasses
+from typing import Optional
+
+# Word lists of the reference code (test_downstream.py). The reference lists
+# class / posneg words as [':)', ':('] and ['positive', 'negative']; tflm keeps
+# them in LABEL order (negative first), which only permutes feature columns.
+SENTIMENT_SUBSET_WORDS = (
+    ":)", ":(", "great", "charming", "flawed", "classic", "interesting", "boring",
+    "sad", "happy", "terrible", "fantastic", "exciting", "strong",
+)
+SENTIMENT_CLASS_WORDS = (":(", ":)")  # negative, positive
+SENTIMENT_POSNEG_WORDS = ("negative", "positive")
+NEWS_SUBSET_WORDS = (
+    "world", "politics", "sports", "business", "science", "financial", "market",
+    "foreign", "technology", "international", "stock", "company", "tech", "technologies",
+)
+# AG News label order World, Sports, Business, Sci/Tech.
+NEWS_CLASS_WORDS = ("foreign", "sports", "financial", "scientific")
+
+MOVIE_PROMPT = " This movie is "
+SENTIMENT_PROMPT = " The sentiment is "
+NEWS_PROMPT = " This article is about "
+
+SPLIT_PROTOCOLS = ("fixed", "random_90_10")
+
+# Canonical feature names (see `Task.probe_solver`) and accepted spellings,
+# including the reference code's names ("Phi p_f", "subset p_f", ...).
+FEATURE_NAMES = ("f", "phi_p", "p", "subset", "class", "posneg", "random_projection")
+_FEATURE_ALIASES = {
+    "phi_p_f": "phi_p", "phip": "phi_p", "phi_pf": "phi_p", "mean": "phi_p",
+    "p_f": "p", "pf": "p",
+    "subset_p_f": "subset", "class_p_f": "class", "posneg_p_f": "posneg",
+    "a_p_f": "random_projection", "ap": "random_projection", "a_p": "random_projection",
+}
+
+DEFAULT_SOLVER = {"solver": "liblinear", "multi_class": "auto"}
+
+
+def canonical_feature_name(name):
+    """'Phi p_f' -> 'phi_p', 'subset p_f' -> 'subset', ... (ValueError if unknown)."""
+    key = str(name).strip().lower().replace(" ", "_").replace("-", "_")
+    key = _FEATURE_ALIASES.get(key, key)
+    if key not in FEATURE_NAMES:
+        raise ValueError(
+            f"unknown feature name {name!r}; expected one of {list(FEATURE_NAMES)} "
+            f"(or the reference names 'Phi p_f', 'subset p_f', 'class p_f', 'posneg p_f', 'p_f')"
+        )
+    return key
+
+
+def _tuple_of_str(value, field):
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        raise TypeError(f"Task.{field} must be a list of strings, not a single string {value!r}")
+    out = tuple(value)
+    for v in out:
+        if not isinstance(v, str) or not v:
+            raise TypeError(f"Task.{field} must hold non-empty strings, got {v!r}")
+    return out
+
+
+@dataclasses.dataclass
+class Task:
+    """A downstream text classification task.
+
+    Args:
+        name: registry name (e.g. "sst2").
+        num_classes: number of labels k; labels are integers 0..k-1.
+        label_names: one name per label, in label order.
+        prompt: text appended to every input for the prompted ("*") rows of
+            the paper, or None. The reference prompts end with a space, which
+            GPT-2 BPE turns into its own token (id 220); that is kept.
+        subset_words: the paper's "subset" word list (p_f restricted to them).
+        class_words: the paper's class words. When ``len(class_words) ==
+            num_classes``, word i stands for class i (label order). sst5 is the
+            one exception: the paper uses the two sentiment class words
+            ``:(`` / ``:)`` for its five classes.
+        posneg_words: ``('negative', 'positive')`` for sentiment tasks (label
+            order for binary ones; sst5 uses the same two words).
+        split_protocol: "fixed" (train/dev/test files) or "random_90_10"
+            (average over `n_splits` random 90/10 splits of all the data, as
+            the reference does for CR and MPQA).
+        n_splits, test_fraction, split_seed: parameters of the random protocol.
+        probe_solver_exception: None, or ``{"features": [...], "solver": ...,
+            "multi_class": ...}``: the reference fits these feature types with
+            another solver (sst5: 'sag', multinomial for phi_p/subset/class/posneg).
+        tfds_name: TensorFlow Datasets builder ("glue/sst2", "ag_news_subset",
+            ...), or None when TFDS has no builder for the task.
+        tfds_text_keys: feature keys joined with a space to make the text.
+        tfds_label_key: label feature key.
+        tfds_splits: tflm split name -> TFDS split name.
+        tfds_label_map: TFDS label index -> tflm label (None: identity).
+        hf_name: Hugging Face `datasets` name, for reference only.
+        data_dir: folder holding this task's tsv files (user tasks), or None.
+        description: one line.
+    """
+
+    name: str
+    num_classes: int
+    label_names: tuple = ()
+    prompt: Optional[str] = None
+    subset_words: tuple = ()
+    class_words: tuple = ()
+    posneg_words: tuple = ()
+    split_protocol: str = "fixed"
+    n_splits: int = 1
+    test_fraction: float = 0.1
+    split_seed: int = 0
+    probe_solver_exception: Optional[dict] = None
+    tfds_name: Optional[str] = None
+    tfds_text_keys: tuple = ()
+    tfds_label_key: Optional[str] = None
+    tfds_splits: dict = dataclasses.field(default_factory=dict)
+    tfds_label_map: Optional[tuple] = None
+    hf_name: Optional[str] = None
+    data_dir: Optional[str] = None
+    description: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"Task.name must be a non-empty string, got {self.name!r}")
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int):
+            raise TypeError(f"Task {self.name!r}: num_classes must be an int, got {self.num_classes!r}")
+        if self.num_classes < 2:
+            raise ValueError(f"Task {self.name!r}: num_classes must be >= 2, got {self.num_classes}")
+        self.label_names = _tuple_of_str(self.label_names, "label_names") or tuple(
+            str(i) for i in range(self.num_classes)
+        )
+        if len(self.label_names) != self.num_classes:
+            raise ValueError(
+                f"Task {self.name!r}: {len(self.label_names)} label_names for "
+                f"{self.num_classes} classes"
+            )
+        if self.prompt is not None and not isinstance(self.prompt, str):
+            raise TypeError(f"Task {self.name!r}: prompt must be a string or None")
+        if self.prompt == "":
+            self.prompt = None
+        self.subset_words = _tuple_of_str(self.subset_words, "subset_words")
+        self.class_words = _tuple_of_str(self.class_words, "class_words")
+        self.posneg_words = _tuple_of_str(self.posneg_words, "posneg_words")
+        if self.split_protocol not in SPLIT_PROTOCOLS:
+            raise ValueError(
+                f"Task {self.name!r}: split_protocol must be one of {SPLIT_PROTOCOLS}, "
+                f"got {self.split_protocol!r}"
+            )
+        if not 0.0 < float(self.test_fraction) < 1.0:
+            raise ValueError(f"Task {self.name!r}: test_fraction must be in (0, 1)")
+        if int(self.n_splits) < 1:
+            raise ValueError(f"Task {self.name!r}: n_splits must be >= 1")
+        if self.probe_solver_exception is not None:
+            exc = dict(self.probe_solver_exception)
+            missing = {"features", "solver"} - set(exc)
+            if missing:
+                raise ValueError(
+                    f"Task {self.name!r}: probe_solver_exception needs keys {sorted(missing)}"
+                )
+            exc["features"] = [canonical_feature_name(f) for f in exc["features"]]
+            exc.setdefault("multi_class", "auto")
+            self.probe_solver_exception = exc
+        self.tfds_text_keys = tuple(self.tfds_text_keys or ())
+        self.tfds_splits = dict(self.tfds_splits or {})
+        if self.tfds_label_map is not None:
+            self.tfds_label_map = tuple(int(i) for i in self.tfds_label_map)
+
+    # --- derived ------------------------------------------------------------
+    @property
+    def is_random_split(self):
+        return self.split_protocol == "random_90_10"
+
+    @property
+    def class_words_per_class(self):
+        """True when class word i stands for class i."""
+        return len(self.class_words) == self.num_classes
+
+    @property
+    def word_lists(self):
+        """{"subset": words, "class": words, "posneg": words}, non-empty lists only."""
+        lists = {"subset": self.subset_words, "class": self.class_words, "posneg": self.posneg_words}
+        return {k: list(v) for k, v in lists.items() if v}
+
+    def probe_solver(self, feature):
+        """The reference's logistic-regression solver for a feature type.
+
+        Returns ``{"solver": ..., "multi_class": ...}``: liblinear / auto
+        except for the task's `probe_solver_exception` features.
+        """
+        feature = canonical_feature_name(feature)
+        exc = self.probe_solver_exception
+        if exc and feature in exc["features"]:
+            return {"solver": exc["solver"], "multi_class": exc["multi_class"]}
+        return dict(DEFAULT_SOLVER)
+
+    def with_prompt(self, prompt):
+        """A copy with another prompt (None for none)."""
+        return self.replace(prompt=prompt)
+
+    def replace(self, **changes):
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(copy.deepcopy(self), **changes)
+
+    # --- serialization ------------------------------------------------------
+    def get_config(self):
+        """A JSON-serializable dict; `Task.from_config` inverts it."""
+        config = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, dict):
+                value = copy.deepcopy(value)
+            config[field.name] = value
+        return config
+
+    to_dict = get_config
+
+    @classmethod
+    def from_config(cls, config):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(config) - known
+        if unknown:
+            raise ValueError(f"unknown Task fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**config)
+
+    from_dict = from_config
+
+    def __repr__(self):
+        return (
+            f"Task(name={self.name!r}, num_classes={self.num_classes}, "
+            f"prompt={self.prompt!r}, split_protocol={self.split_protocol!r})"
+        )
