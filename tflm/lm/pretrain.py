@@ -256,7 +256,7 @@ def pretrain(
     def make_lm():
         return LanguageModel(model.backbone, tokenizer, head=model.head, name=f"tflm-{objective}")
 
-    callbacks = [
+    fit_callbacks = [
         keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch", delete_checkpoint=False),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),
@@ -270,7 +270,7 @@ def pretrain(
         steps_per_epoch=checkpoint_every,
         validation_data=valid_ds,
         validation_steps=None if valid_ds is None else len(valid_blocks_arr) // batch_size,
-        callbacks=callbacks,
+        callbacks=fit_callbacks,
         verbose=verbose,
     )
     if history.history.get("loss") and not np.isfinite(history.history["loss"][-1]):

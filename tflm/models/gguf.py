@@ -62,14 +62,13 @@ def find_smollm2_gguf():
 
 
 # --- metadata -----------------------------------------------------------------
-def _field(reader, key, default=KeyError):
+def _field(reader, key, default=KeyError, path=None):
     field = reader.fields.get(key)
     if field is None:
         if default is KeyError:
-            raise ValueError(f"{reader.path}: GGUF metadata lacks {key!r}")
+            raise ValueError(f"{path or 'GGUF file'}: GGUF metadata lacks {key!r}")
         return default
-    value = field.contents()
-    return value
+    return field.contents()
 
 
 def _tensor_array(tensor):
@@ -156,7 +155,7 @@ def gguf_tokenizer(reader, path=None):
     import tokenizers
     from tokenizers import pre_tokenizers
 
-    path = path or reader.path
+    path = path or "GGUF file"
     model = _field(reader, "tokenizer.ggml.model", None)
     if model != "gpt2":
         raise ValueError(
@@ -168,8 +167,8 @@ def gguf_tokenizer(reader, path=None):
         raise ValueError(
             f"{path}: unsupported pre-tokenizer tokenizer.ggml.pre={pre!r} (supported: {', '.join(SUPPORTED_PRE)})"
         )
-    tokens = list(_field(reader, "tokenizer.ggml.tokens"))
-    merges = [tuple(m.split(" ")) for m in _field(reader, "tokenizer.ggml.merges")]
+    tokens = list(_field(reader, "tokenizer.ggml.tokens", path=path))
+    merges = [tuple(m.split(" ")) for m in _field(reader, "tokenizer.ggml.merges", path=path)]
     bad = [m for m in merges if len(m) != 2]
     if bad:
         raise ValueError(f"{path}: malformed BPE merge {' '.join(bad[0])!r}")
@@ -230,7 +229,7 @@ def load_gguf(path, name=None):
         )
 
     def meta(key, default=KeyError):
-        return _field(reader, f"llama.{key}", default)
+        return _field(reader, f"llama.{key}", default, path=path)
 
     if meta("expert_count", 0):
         raise ValueError(f"{path}: mixture-of-experts GGUF models are not supported")

@@ -109,6 +109,15 @@ def save_preset_dir(lm, directory, weights_dtype="float32", model_card=None):
         copy.set_weights([keras.ops.convert_to_numpy(w).astype(weights_dtype) for w in backbone.get_weights()])
         backbone = copy
     backbone.save_to_preset(directory)
+    if hasattr(backbone, "tie_word_embeddings"):
+        # keras-hub 0.32's Llama3Backbone.get_config() omits tie_word_embeddings,
+        # so a tied model would not reload; record it in the preset config.
+        cfg_path = os.path.join(directory, "config.json")
+        with open(cfg_path) as f:
+            cfg = json.load(f)
+        cfg["config"]["tie_word_embeddings"] = bool(backbone.tie_word_embeddings)
+        with open(cfg_path, "w") as f:
+            json.dump(cfg, f, indent=4)
     lm.tokenizer.save(os.path.join(directory, TOKENIZER_DIR))
     if lm.head is not None:
         with open(os.path.join(directory, HEAD_CONFIG), "w") as f:
