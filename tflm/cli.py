@@ -72,6 +72,29 @@ def cmd_pretrain(args):
     print(f"model written to {os.path.join(args.out, 'model')}")
 
 
+def cmd_features(args):
+    from tflm.jobs.features_job import write_features
+
+    meta = write_features(
+        args.model, args.task, args.split, args.features, args.out, data_dir=args.data,
+        prompt=args.prompt, word_mode=args.word_mode, detokenize=args.detokenize,
+        strip_prompt_space=args.strip_prompt_space, cache_dir=args.cache_dir,
+    )
+    shapes = ", ".join(f"{k} {tuple(v)}" for k, v in meta["features"].items())
+    print(f"wrote {args.out}: {meta['n']} rows; {shapes}")
+
+
+def _add_feature_options(s):
+    s.add_argument("--model", required=True, help="model SPEC")
+    s.add_argument("--data", help="data folder holding <task>/{train,dev,test}.tsv (default: shipped data)")
+    s.add_argument("--word-mode", default="logits", choices=["logits", "probs", "logprobs"],
+                   help="values of word features (default logits, as the paper)")
+    s.add_argument("--detokenize", action="store_true", help="undo PTB tokenization (does n't -> doesn't)")
+    s.add_argument("--strip-prompt-space", action="store_true",
+                   help="drop the prompt's trailing space (the reference keeps it: f then sits on token ' ')")
+    s.add_argument("--cache-dir", help="feature cache (default $TFLM_CACHE or ~/.cache/tflm/features)")
+
+
 def build_parser():
     p = argparse.ArgumentParser(
         prog="tflm",
@@ -88,6 +111,16 @@ def build_parser():
     s.add_argument("model", help="model SPEC")
     s.add_argument("--pieces", action="store_true", help="print token strings instead of ids")
     s.set_defaults(func=cmd_tokenize)
+
+    s = sub.add_parser("features", help="write sentence features of a task split to an .npz")
+    _add_feature_options(s)
+    s.add_argument("--task", required=True, help="task name or a folder of tsv files")
+    s.add_argument("--split", default="train", choices=["train", "dev", "test", "all"])
+    s.add_argument("--prompt", action="store_true", help="append the task's prompt")
+    s.add_argument("--features", type=_csv(str), default=["f", "phi_p"],
+                   help="comma-separated: f,phi_p,p,subset,class,posneg,proj")
+    s.add_argument("--out", required=True, help="output .npz")
+    s.set_defaults(func=cmd_features)
 
     s = sub.add_parser("pretrain", help="train a causal LM with cross-entropy or Quad")
     s.add_argument("--objective", choices=["xent", "quad"], required=True)

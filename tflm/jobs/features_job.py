@@ -1,0 +1,60 @@
+"""`tflm features`: write features to an .npz for use outside tflm."""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from tflm.features import SentenceFeatures
+from tflm.features.extract import default_cache_dir
+from tflm.features.feature_extractor import check_feature_names
+from tflm.features.task_words import task_word_ids
+from tflm.jobs.data import load_texts, resolve_task
+from tflm.models import load_lm
+
+
+def write_features(model, task, split, features, out, data_dir=None, prompt=False,
+                   word_mode="logits", detokenize=False, strip_prompt_space=False,
+                   cache_dir=None, max_tokens=8192):
+    """Compute `features` for one split and write them atomically to `out` (.npz).
+
+    The npz holds one array per feature (rows in input order), `labels` and
+    `split`; `out + '.json'` records the model, task, prompt and the word
+    variants kept by the word -> token rule. Returns the metadata dict.
+    """
+    features = check_feature_names(features)
+    task = resolve_task(task)
+    lm = load_lm(model) if isinstance(model, str) else model
+    texts, labels, splits = load_texts(task, split, data_dir, detokenize)
+    if not texts:
+        raise ValueError(f"task {task.name!r} split {split!r} is empty")
+    if prompt and task.prompt is None:
+        raise ValueError(f"task {task.name!r} has no prompt")
+    word_ids, variants, _ = task_word_ids(lm.tokenizer, task) if task.word_lists else ({}, {}, {})
+    sf = SentenceFeatures(lm, word_ids=word_ids, word_mode=word_mode, max_tokens=max_tokens,
+                          cache_dir=cache_dir if cache_dir is not None else default_cache_dir())
+    f = sf.f(texts, prompt=task.prompt if prompt else None, strip_prompt_space=strip_prompt_space,
+             identity={"task": task.name, "split": split, "detokenize": detokenize})
+    arrays = sf.derive(f, features)
+    meta = {
+        "model": lm.name, "fingerprint": lm.fingerprint(), "task": task.name, "split": split,
+        "prompt": task.prompt if prompt else None, "strip_prompt_space": strip_prompt_space,
+        "word_mode": word_mode, "detokenize": detokenize, "n": len(texts),
+        "features": {k: list(v.shape) for k, v in arrays.items()},
+        "word_variants": {k: [list(x) for x in v] for k, v in variants.items()},
+        "extraction": sf.last_stats,
+    }
+    d = os.path.dirname(os.path.abspath(out))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, labels=labels, split=splits, **arrays)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    with open(out + ".json", "w") as fh:
+        json.dump(meta, fh, indent=1)
+    return meta
