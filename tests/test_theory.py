@@ -268,7 +268,10 @@ def test_downstream_bound_over_eps_grid():
     # A (tau, B)-natural task: labels from a known model P(y=+1|s) = sigmoid(2 v.p*(s)).
     v = rng.uniform(-B, B, size=V)
     q = 1.0 / (1.0 + np.exp(-2.0 * (p_star @ v)))
-    tau = theory.expected_logistic_loss(p_star @ v, q, p_task)
+    tau = theory.expected_logistic_loss(p_star @ v, q, p_task)  # loss of this v on p*
+    # The theorem's tau: the best ||u||_inf <= B linear probe (free bias) on p* itself.
+    tau_min = best_bounded_probe_loss(p_star, q, p_task, B, v)
+    assert tau_min <= tau + 1e-12
     # Same for a v in the row space of Phi: v2 = Phi lam, a linear classifier lam on Phi p_f.
     lam = rng.normal(size=D)
     lam *= B / np.max(np.abs(phi @ lam))
@@ -301,6 +304,7 @@ def test_downstream_bound_over_eps_grid():
         # The best bounded linear probe on p_f does at least as well as v.
         best = best_bounded_probe_loss(p_f, q, p_task, B, v)
         assert best <= loss_v + 1e-12 and best <= rhs + 1e-12
+        assert best <= theory.bound(tau_min, B, eps, gamma) + 1e-9
 
         # Row-space version: classifier lam on the library's Phi p_f features.
         phi_p = lib_conditional_mean(f, phi)

@@ -124,7 +124,7 @@ def plot_accuracy_vs_loss(records, path, title=None, loss_min=None, dpi=120):
 
     fig = Figure(figsize=(7, 5.5))
     FigureCanvasAgg(fig)
-    ax = fig.add_axes([0.12, 0.25, 0.83, 0.67])
+    ax = fig.add_axes([0.12, 0.2, 0.83, 0.72])
     ax.scatter(x, y, s=30, zorder=3, label="checkpoints")
     for r in records:
         ax.annotate(r.name, (r.val_xent, r.probe_accuracy), textcoords="offset points",

@@ -49,14 +49,13 @@ def fit_linear_relation(f_train, target_train, ridge=0.0):
     if ridge == 0 and n < d + 1:
         raise ValueError(f"an affine map from d={d} has {d + 1} parameters per output but only "
                          f"{n} rows were given; pass ridge > 0 or more rows")
-    X = np.concatenate([f, np.ones((n, 1))], axis=1)
     if ridge > 0:
         # Centre to leave b unpenalised, then solve (F^T F + ridge I) A^T = F^T T.
         fm, tm = f.mean(0), t.mean(0)
         fc, tc = f - fm, t - tm
         At = np.linalg.solve(fc.T @ fc + ridge * np.eye(d), fc.T @ tc)
         return LinearRelation(A=At.T, b=tm - fm @ At, ridge=float(ridge))
-    W, *_ = np.linalg.lstsq(X, t, rcond=None)
+    W, *_ = np.linalg.lstsq(np.concatenate([f, np.ones((n, 1))], axis=1), t, rcond=None)
     return LinearRelation(A=W[:-1].T, b=W[-1], ridge=0.0)
 
 

@@ -84,17 +84,36 @@ class CausalLM(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         mask = sample_weight if sample_weight is not None else x["padding_mask"]
         phi = ops.convert_to_tensor(self.phi)
+        n_local = ops.sum(ops.cast(mask, y_pred.dtype))
         if self.objective == "xent":
             loss = self.xent_loss(y_pred, phi, y, mask)
-            self.softmax_xent.update_state(loss)
+            self.softmax_xent.update_state(loss, sample_weight=n_local)
         else:
             gram = None if self._frozen_gram is None else self._frozen_gram
             loss = self.quad_loss(y_pred, phi, y, mask, gram=gram)
             if not training:
-                self.softmax_xent.update_state(self.xent_loss(y_pred, phi, y, mask))
-        # Keras' trainer expects per-replica losses scaled by 1/num_replicas
-        # (what its built-in losses do), so gradients sum to the global mean.
-        return loss / tf.distribute.get_strategy().num_replicas_in_sync
+                self.softmax_xent.update_state(self.xent_loss(y_pred, phi, y, mask), sample_weight=n_local)
+        return self._replica_share(loss, n_local)
+
+    @staticmethod
+    def _replica_share(loss, n_local):
+        """This replica's share of the global masked mean.
+
+        The loss layers return the mean over this replica's real positions.
+        Keras' trainer sums per-replica losses (its built-in losses are
+        pre-scaled by 1/num_replicas), so each replica returns
+        ``sum_of_its_losses / global_number_of_real_positions``: the
+        gradients then sum to those of the global masked mean even when the
+        replicas' shards hold different numbers of real (unpadded) targets.
+        With one replica this is the loss itself.
+        """
+        num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        ctx = tf.distribute.get_replica_context()
+        if num_replicas == 1 or ctx is None:
+            return loss
+        n_local = tf.stop_gradient(tf.cast(n_local, loss.dtype))
+        n_global = ctx.all_reduce(tf.distribute.ReduceOp.SUM, n_local)
+        return loss * n_local / tf.maximum(n_global, 1.0)
 
     def fit(self, *args, **kwargs):
         self.refresh_gram()

@@ -1,0 +1,413 @@
+"""The paper's linear probe: cross-validated logistic regression (scikit-learn).
+
+Protocol of the reference code (PAPER_NOTES "Linear probe protocol"):
+
+- ``LogisticRegressionCV(fit_intercept=True, cv=5, solver='liblinear',
+  max_iter=200, random_state=0, dual=(n_samples < n_features))``;
+- ``Cs = np.logspace(-6, 3, 10)`` when ``n_train < 10000``, else
+  ``np.logspace(-3, 2, 6)``; ``n_samples`` / ``n_train`` are the rows of the
+  training matrix;
+- no feature scaling; the metric is the test accuracy of the model refit on
+  the whole training set with the chosen C (train accuracy is kept too);
+- exception: sst5 fits phi_p / subset / class / posneg with ``solver='sag'``,
+  multinomial (`Task.probe_solver`);
+- cr / mpqa: mean test accuracy over 10 seeded random 90/10 splits
+  (`random_split_probe`).
+
+One-vs-rest, as in scikit-learn 0.23 (which the paper ran)
+-----------------------------------------------------------
+In 0.23, ``LogisticRegressionCV(solver='liblinear')`` on k > 2 classes
+(``multi_class='auto'`` resolves to 'ovr' for liblinear) did, in one fit:
+
+1. ``folds = StratifiedKFold(5).split(X, y)`` on the ORIGINAL k-class labels
+   (no shuffling, so ``random_state`` does not touch the folds);
+2. for every class c, on every fold and every C, a binary liblinear fit of
+   "c against the rest" (targets +1 / -1), scored by the BINARY accuracy of
+   that classifier on the held-out fold;
+3. for every class separately, the C with the largest summed fold accuracy
+   (first one, i.e. the smallest C, on ties), then a refit of that class's
+   binary classifier on all rows;
+4. ``predict`` = argmax over classes of the per-class decision functions.
+
+scikit-learn >= 1.8 refuses liblinear for k > 2, so `LogisticProbe` does
+exactly the steps above by hand: it draws the stratified folds once from the
+k-class labels and fits one binary ``LogisticRegressionCV`` per class with
+those folds (``cv=folds``) and the same settings. Each class reports its own
+C. Remaining differences from the paper's run: (a) liblinear / sag numerics
+of the installed scikit-learn (convergence within ``max_iter=200`` is often
+not reached; the warnings are counted, see below); (b) ``predict_proba`` is
+not provided (0.23 normalised the per-class sigmoids; accuracy does not use
+it); (c) sst5's exception requests ``dual=(n < d)`` in the reference, which
+'sag' never supported (0.23 raised for ``dual=True``); tflm uses
+``dual=False`` for every solver but liblinear, so nothing changes where the
+reference ran; (d) a BINARY task given ``multi_class='multinomial'`` with a
+non-liblinear solver is fitted as binomial logistic regression by current
+scikit-learn; 0.23's two-row multinomial is the same model with C doubled
+(only a hypothetical binary task with a solver exception is affected).
+
+Liblinear penalises the intercept (it is a constant feature of value
+``intercept_scaling=1``); 'sag' does not. Both are kept as in the paper.
+
+Convergence warnings of scikit-learn are silenced and counted
+(``n_convergence_warnings`` in every result).
+"""
+
+import inspect
+import time
+import warnings
+
+import numpy as np
+
+CV_FOLDS = 5
+MAX_ITER = 200
+RANDOM_STATE = 0
+LARGE_TRAIN = 10_000
+
+
+def paper_Cs(n_train):
+    """The reference's C grid: 10^-6..10^3 (10 values) if n_train < 10,000, else 10^-3..10^2 (6)."""
+    return np.logspace(-6, 3, 10) if int(n_train) < LARGE_TRAIN else np.logspace(-3, 2, 6)
+
+
+def paper_dual(n_samples, n_features, solver="liblinear"):
+    """``dual = (n_samples < n_features)`` for liblinear; False for other solvers (no dual form)."""
+    return bool(solver == "liblinear" and int(n_samples) < int(n_features))
+
+
+def _extra_sklearn_kwargs():
+    """Explicit values for parameters that newer scikit-learn warns about when left default."""
+    from sklearn.linear_model import LogisticRegressionCV
+
+    params = inspect.signature(LogisticRegressionCV.__init__).parameters
+    extra = {}
+    if "l1_ratios" in params and params["l1_ratios"].default == "warn":
+        extra["l1_ratios"] = (0.0,)  # pure L2, as penalty='l2' (the default) in 0.23
+    if "scoring" in params and params["scoring"].default == "warn":
+        extra["scoring"] = None  # accuracy, the 0.23 default
+    if "use_legacy_attributes" in params:
+        extra["use_legacy_attributes"] = False
+    return extra
+
+
+def make_logistic_cv(n_train, n_features, solver="liblinear", cv=CV_FOLDS, Cs=None, dual=None,
+                     max_iter=MAX_ITER, random_state=RANDOM_STATE, tol=1e-4):
+    """The reference's unfitted ``LogisticRegressionCV`` for an (n_train, n_features) problem.
+
+    `Cs` / `dual` default to `paper_Cs` / `paper_dual`. `cv` is an int or a
+    list of (train, test) index pairs.
+    """
+    from sklearn.linear_model import LogisticRegressionCV
+
+    if dual is None:
+        dual = paper_dual(n_train, n_features, solver)
+    if dual and solver != "liblinear":
+        raise ValueError(f"solver {solver!r} has no dual formulation (dual=True needs liblinear)")
+    Cs = paper_Cs(n_train) if Cs is None else np.asarray(Cs, dtype=np.float64)
+    return LogisticRegressionCV(
+        Cs=Cs, fit_intercept=True, cv=cv, dual=bool(dual), solver=solver, tol=tol,
+        max_iter=max_iter, random_state=random_state, **_extra_sklearn_kwargs(),
+    )
+
+
+class _CountConvergence:
+    """Context manager: silence sklearn ConvergenceWarnings, count them, re-emit the rest."""
+
+    def __enter__(self):
+        from sklearn.exceptions import ConvergenceWarning
+
+        self._category = ConvergenceWarning
+        self._ctx = warnings.catch_warnings(record=True)
+        self._log = self._ctx.__enter__()
+        warnings.simplefilter("always", ConvergenceWarning)
+        self.count = 0
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+        for w in self._log:
+            if issubclass(w.category, self._category):
+                self.count += 1
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return False
+
+
+def _fitted_C(est):
+    return float(np.ravel(est.C_)[0])
+
+
+def _cv_accuracy(est):
+    """Mean held-out accuracy per C (n_cs,), for legacy and new sklearn attributes."""
+    scores = est.scores_
+    if isinstance(scores, dict):
+        scores = next(iter(scores.values()))
+    scores = np.asarray(scores, dtype=np.float64)
+    return scores.mean(axis=0).reshape(-1).tolist()
+
+
+def _check_xy(X, y, what):
+    X = np.asarray(X)
+    y = np.asarray(y)
+    if X.ndim != 2:
+        raise ValueError(f"{what} features must be a 2-D array (n, d), got shape {X.shape}")
+    if y.ndim != 1:
+        y = y.reshape(-1)
+    if X.shape[0] != y.shape[0]:
+        raise ValueError(f"{what}: {X.shape[0]} feature rows but {y.shape[0]} labels")
+    if X.shape[0] == 0:
+        raise ValueError(f"{what} set is empty")
+    return X, y
+
+
+class LogisticProbe:
+    """The paper's logistic-regression probe, with explicit one-vs-rest for k > 2.
+
+    Args:
+        solver: "liblinear" (paper default) or another scikit-learn solver
+            ("sag" for the sst5 exception).
+        multi_class: "auto" (liblinear -> one-vs-rest, others ->
+            multinomial, as 0.23's 'auto'), "ovr" or "multinomial".
+        cv, max_iter, random_state, tol: as the reference (5, 200, 0, 1e-4).
+        Cs, dual: None for the paper's size rules (`paper_Cs`, `paper_dual`).
+
+    Fitted attributes: ``classes_``, ``coef_`` (k, d) or (1, d) for binary,
+    ``intercept_``, ``C_`` (float, or list per class for one-vs-rest),
+    ``mode_`` ("binary" / "ovr" / "multinomial"), ``estimators_`` (the
+    fitted ``LogisticRegressionCV``s: one per class for one-vs-rest),
+    ``cv_accuracy_``, ``dual_``, ``n_convergence_warnings_``.
+
+    ``predict``: binary -> ``classes_[1]`` where ``X @ coef_[0] +
+    intercept_[0] > 0``; otherwise ``classes_[argmax(X @ coef_.T +
+    intercept_)]``. This is scikit-learn's rule, so (coef_, intercept_)
+    reproduce the predictions.
+    """
+
+    def __init__(self, solver="liblinear", multi_class="auto", cv=CV_FOLDS, max_iter=MAX_ITER,
+                 random_state=RANDOM_STATE, tol=1e-4, Cs=None, dual=None):
+        if multi_class not in ("auto", "ovr", "multinomial"):
+            raise ValueError(f"multi_class must be 'auto', 'ovr' or 'multinomial', got {multi_class!r}")
+        self.solver = solver
+        self.multi_class = multi_class
+        self.cv = cv
+        self.max_iter = max_iter
+        self.random_state = random_state
+        self.tol = tol
+        self.Cs = Cs
+        self.dual = dual
+
+    @classmethod
+    def for_task(cls, task, feature, **kwargs):
+        """The probe the reference uses for `feature` on `task` (sst5's sag exception)."""
+        from tflm.tasks import get_task
+
+        return cls(**{**get_task(task).probe_solver(feature), **kwargs})
+
+    def _mode(self, k):
+        if k == 2:
+            return "binary"
+        if self.multi_class == "ovr" or (self.multi_class == "auto" and self.solver == "liblinear"):
+            return "ovr"
+        if self.solver == "liblinear":
+            raise ValueError("liblinear cannot fit a multinomial model; use multi_class='ovr'")
+        return "multinomial"
+
+    def make_estimator(self, n_train, n_features, cv=None):
+        """The unfitted ``LogisticRegressionCV`` this probe fits (per class for one-vs-rest)."""
+        return make_logistic_cv(
+            n_train, n_features, solver=self.solver, cv=self.cv if cv is None else cv, Cs=self.Cs,
+            dual=self.dual, max_iter=self.max_iter, random_state=self.random_state, tol=self.tol,
+        )
+
+    def fit(self, X, y):
+        from sklearn.model_selection import StratifiedKFold
+
+        X, y = _check_xy(X, y, "training")
+        # One float64 C-ordered copy, shared by every per-class fit.
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        if not np.all(np.isfinite(X)):
+            raise ValueError("training features contain NaN or inf")
+        classes = np.unique(y)
+        if len(classes) < 2:
+            raise ValueError(f"training labels hold a single class ({classes.tolist()}); need >= 2")
+        n, d = X.shape
+        mode = self._mode(len(classes))
+        # Folds stratified on the original labels, unshuffled (0.23's check_cv(5, y, classifier=True)).
+        folds = self.cv
+        if isinstance(self.cv, (int, np.integer)):
+            folds = list(StratifiedKFold(int(self.cv)).split(X, y))
+        t0 = time.time()
+        with _CountConvergence() as counter:
+            if mode == "ovr":
+                estimators = []
+                for c in classes:
+                    est = self.make_estimator(n, d, cv=folds)
+                    est.fit(X, (y == c).astype(np.int64))
+                    estimators.append(est)
+                coef = np.concatenate([e.coef_ for e in estimators], axis=0)
+                intercept = np.concatenate([np.ravel(e.intercept_) for e in estimators])
+                C = [_fitted_C(e) for e in estimators]
+                cv_acc = [_cv_accuracy(e) for e in estimators]
+            else:
+                est = self.make_estimator(n, d, cv=folds)
+                est.fit(X, y)
+                estimators = [est]
+                coef = np.asarray(est.coef_, dtype=np.float64)
+                intercept = np.ravel(est.intercept_).astype(np.float64)
+                C = _fitted_C(est)
+                cv_acc = _cv_accuracy(est)
+        self.fit_seconds_ = time.time() - t0
+        self.classes_ = classes
+        self.mode_ = mode
+        self.estimators_ = estimators
+        self.coef_ = np.asarray(coef, dtype=np.float64)
+        self.intercept_ = np.asarray(intercept, dtype=np.float64)
+        self.C_ = C
+        self.Cs_ = np.asarray(estimators[0].Cs_, dtype=np.float64)
+        self.cv_accuracy_ = cv_acc
+        self.dual_ = bool(estimators[0].dual)
+        self.n_convergence_warnings_ = counter.count
+        self.n_features_in_ = d
+        return self
+
+    def _check_fitted(self):
+        if not hasattr(self, "coef_"):
+            raise RuntimeError("LogisticProbe is not fitted; call fit(X, y) first")
+
+    def decision_function(self, X):
+        """(n,) for binary, (n, k) otherwise."""
+        self._check_fitted()
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ValueError(f"expected features of shape (n, {self.n_features_in_}), got {X.shape}")
+        scores = X @ self.coef_.T + self.intercept_
+        return scores[:, 0] if self.mode_ == "binary" else scores
+
+    def predict(self, X):
+        scores = self.decision_function(X)
+        if self.mode_ == "binary":
+            return self.classes_[(scores > 0).astype(np.int64)]
+        return self.classes_[np.argmax(scores, axis=1)]
+
+    def score(self, X, y):
+        X, y = _check_xy(X, y, "evaluation")
+        return float(np.mean(self.predict(X) == y))
+
+
+def logistic_probe(X_train, y_train, X_test=None, y_test=None, task=None, feature=None, **probe_kwargs):
+    """Fit the paper's probe on train, evaluate on test; a JSON-friendly dict (arrays aside).
+
+    Args:
+        X_train, y_train: (n, d) features and (n,) integer labels.
+        X_test, y_test: optional test set.
+        task, feature: optional; ``task.probe_solver(feature)`` picks the
+            solver (sst5's sag / multinomial exception). Explicit `solver` /
+            `multi_class` keywords win.
+        **probe_kwargs: passed to `LogisticProbe`.
+
+    Returns:
+        dict with train_accuracy, test_accuracy (None without a test set),
+        C (float; list per class for one-vs-rest), Cs, cv_accuracy (mean
+        held-out accuracy per C; per class for one-vs-rest), n_train,
+        n_test, n_features, n_classes, classes, solver, multi_class
+        ("binary" / "ovr" / "multinomial"), dual, coef ((k, d); (1, d) for
+        binary) and intercept ((k,); (1,) for binary) as numpy arrays,
+        test_predictions, n_convergence_warnings, fit_seconds.
+    """
+    kwargs = {}
+    if task is not None:
+        if feature is None:
+            raise ValueError("pass `feature` together with `task` (it selects the solver)")
+        from tflm.tasks import get_task
+
+        kwargs.update(get_task(task).probe_solver(feature))
+    kwargs.update(probe_kwargs)
+    X_train, y_train = _check_xy(X_train, y_train, "training")
+    if (X_test is None) != (y_test is None):
+        raise ValueError("pass both X_test and y_test, or neither")
+    if X_test is not None:
+        X_test, y_test = _check_xy(X_test, y_test, "test")
+        if X_test.shape[1] != X_train.shape[1]:
+            raise ValueError(f"test features have {X_test.shape[1]} columns, train {X_train.shape[1]}")
+    probe = LogisticProbe(**kwargs).fit(X_train, y_train)
+    train_acc = float(np.mean(probe.predict(X_train) == y_train))
+    result = {
+        "train_accuracy": train_acc,
+        "test_accuracy": None,
+        "C": probe.C_,
+        "Cs": probe.Cs_.tolist(),
+        "cv_accuracy": probe.cv_accuracy_,
+        "n_train": int(X_train.shape[0]),
+        "n_test": 0,
+        "n_features": int(X_train.shape[1]),
+        "n_classes": int(len(probe.classes_)),
+        "classes": probe.classes_.tolist(),
+        "solver": probe.solver,
+        "multi_class": probe.mode_,
+        "dual": probe.dual_,
+        "coef": probe.coef_,
+        "intercept": probe.intercept_,
+        "test_predictions": None,
+        "n_convergence_warnings": probe.n_convergence_warnings_,
+        "fit_seconds": round(probe.fit_seconds_, 3),
+    }
+    if X_test is not None:
+        pred = probe.predict(X_test)
+        result.update(test_accuracy=float(np.mean(pred == y_test)), n_test=int(X_test.shape[0]),
+                      test_predictions=pred)
+    return result
+
+
+def random_split_probe(X, y, task=None, feature=None, n_splits=None, test_fraction=None, seed=None,
+                       **probe_kwargs):
+    """The cr / mpqa protocol: `logistic_probe` on seeded random train/test splits of all data.
+
+    Splits come from `tflm.tasks.random_splits` (a fresh permutation per
+    split from ``np.random.RandomState(seed)``; the first ``int(n * (1 -
+    test_fraction))`` rows train). Defaults: the task's ``n_splits`` /
+    ``test_fraction`` / ``split_seed`` when a task is given, else 10 / 0.1 / 0.
+
+    Returns:
+        dict with mean_test_accuracy, std_test_accuracy (population std,
+        ddof=0), test_accuracies (per split), mean_train_accuracy,
+        std_train_accuracy, train_accuracies, C (per split), n_splits,
+        test_fraction, seed, n_examples, n_convergence_warnings (total) and
+        splits (each split's full `logistic_probe` result plus its
+        train_index / test_index).
+    """
+    from tflm.tasks import get_task, random_splits
+
+    X, y = _check_xy(X, y, "all-data")
+    if task is not None:
+        task = get_task(task)
+        n_splits = task.n_splits if n_splits is None else n_splits
+        test_fraction = task.test_fraction if test_fraction is None else test_fraction
+        seed = task.split_seed if seed is None else seed
+    n_splits = 10 if n_splits is None else int(n_splits)
+    test_fraction = 0.1 if test_fraction is None else float(test_fraction)
+    seed = 0 if seed is None else int(seed)
+    if n_splits < 1:
+        raise ValueError(f"n_splits must be >= 1, got {n_splits}")
+    splits = []
+    for split in random_splits(X, y, n_splits=n_splits, test_fraction=test_fraction, seed=seed):
+        res = logistic_probe(split.train_texts, split.train_labels, split.test_texts, split.test_labels,
+                             task=task, feature=feature, **probe_kwargs)
+        res["train_index"] = split.train_index
+        res["test_index"] = split.test_index
+        splits.append(res)
+    test_acc = np.array([s["test_accuracy"] for s in splits])
+    train_acc = np.array([s["train_accuracy"] for s in splits])
+    return {
+        "mean_test_accuracy": float(test_acc.mean()),
+        "std_test_accuracy": float(test_acc.std()),
+        "test_accuracies": test_acc.tolist(),
+        "mean_train_accuracy": float(train_acc.mean()),
+        "std_train_accuracy": float(train_acc.std()),
+        "train_accuracies": train_acc.tolist(),
+        "C": [s["C"] for s in splits],
+        "n_splits": n_splits,
+        "test_fraction": test_fraction,
+        "seed": seed,
+        "n_examples": int(X.shape[0]),
+        "n_convergence_warnings": int(sum(s["n_convergence_warnings"] for s in splits)),
+        "splits": splits,
+    }
