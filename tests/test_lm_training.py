@@ -47,11 +47,11 @@ def corpus(tmp_path_factory):
     return str(path)
 
 
-def run_python(code, timeout=300):
-    """Run `code` in a fresh interpreter; returns the CompletedProcess."""
+def run_python(code, args=(), timeout=300):
+    """Run `code` in a fresh interpreter (with `args` as sys.argv[1:]); returns the CompletedProcess."""
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
                TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -159,9 +159,9 @@ MIRRORED_SCRIPT = """
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import json, numpy as np, keras
+import json, sys, numpy as np, keras
 from tflm.distribute import get_strategy
-from tflm.lm.pretrain import build_causal_lm
+from tflm.lm.pretrain import build_causal_lm, pretrain
 
 B, T, V = 4, 16, 50257
 rng = np.random.default_rng(0)
@@ -179,7 +179,7 @@ CASES = [  # (name, objective, untied, fix_phi, mask, jit_compile)
 ]
 
 def train(strategy, objective, untied, fix_phi, mask, jit, init):
-    strat = get_strategy(strategy)
+    strat = get_strategy(strategy)  # one MirroredStrategy per process (get_strategy caches it)
     with strat.scope():
         keras.utils.set_random_seed(0)
         model, _ = build_causal_lm(objective, "tiny", untied=untied, fix_phi=fix_phi)
@@ -187,32 +187,53 @@ def train(strategy, objective, untied, fix_phi, mask, jit, init):
         if init is not None:
             model.set_weights(init)
         w0 = [np.asarray(w) for w in model.get_weights()]
-        model.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=jit)
+        model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit)
     ds = tf.data.Dataset.from_tensor_slices((x, y, mask)).batch(B).repeat()
     hist = model.fit(ds, epochs=2, steps_per_epoch=1, verbose=0)  # one step per "epoch"
-    return strat.num_replicas_in_sync, hist.history["loss"], w0, [np.asarray(w) for w in model.get_weights()]
+    weights = [np.asarray(w) for w in model.get_weights()]
+    return strat.num_replicas_in_sync, hist.history["loss"], w0, weights, model.jit_compile
 
 def maxdiff(u, v):
     return max(float(np.max(np.abs(a - b))) for a, b in zip(u, v))
 
 out = {}
 for name, objective, untied, fix_phi, mname, jit in CASES:
-    n1, loss1, w0, w1 = train("one", objective, untied, fix_phi, masks[mname], jit, None)
-    n2, loss2, _, w2 = train("mirrored", objective, untied, fix_phi, masks[mname], jit, w0)
-    out[name] = dict(replicas=[n1, n2], loss1=loss1, loss2=loss2, wdiff=maxdiff(w1, w2),
+    n1, loss1, w0, w1, _ = train("one", objective, untied, fix_phi, masks[mname], jit, None)
+    n2, loss2, _, w2, jit2 = train("mirrored", objective, untied, fix_phi, masks[mname], jit, w0)
+    out[name] = dict(replicas=[n1, n2], loss1=loss1, loss2=loss2, wdiff=maxdiff(w1, w2), jit2=jit2,
                      wscale=max(float(np.max(np.abs(a))) for a in w1), moved=maxdiff(w0, w1))
+
+# End to end: `pretrain --strategy mirrored` (default jit_compile=True, AdamW with
+# global clipnorm, the tf.data pipeline split over replicas) against one device.
+class Keep(keras.callbacks.Callback):
+    def on_train_end(self, logs=None):
+        self.weights = [np.asarray(w) for w in self.model.get_weights()]
+
+runs = {}
+for strategy in ("one", "mirrored"):
+    keep = Keep()
+    card = pretrain("quad", sys.argv[1], sys.argv[2] + "/" + strategy, untied=True, config="tiny",
+                    steps=3, checkpoint_every=3, batch_size=4, seq_len=16, warmup_steps=1,
+                    lr=1e-2, strategy=strategy, verbose=0, callbacks=[keep])
+    runs[strategy] = (card, keep.weights)
+(c1, w1), (c2, w2) = runs["one"], runs["mirrored"]
+out["pretrain"] = dict(replicas=[c1["num_replicas"], c2["num_replicas"]], loss1=c1["history"]["loss"],
+                       loss2=c2["history"]["loss"], wdiff=maxdiff(w1, w2),
+                       wscale=max(float(np.max(np.abs(a))) for a in w1), moved=1.0, jit2=False)
 print(json.dumps(out))
 """
 
 
-def test_mirrored_two_cpus_matches_single_device():
-    proc = run_python(MIRRORED_SCRIPT)
+def test_mirrored_two_cpus_matches_single_device(corpus, tmp_path):
+    proc = run_python(MIRRORED_SCRIPT, args=[corpus, str(tmp_path)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = last_json(proc.stdout)
+    assert set(res) == {"xent-full", "xent-uneven-jit", "quad-uneven", "quad-fixphi-full-jit", "pretrain"}
     for key, r in res.items():
         assert r["replicas"] == [1, 2], (key, r)
+        assert r["jit2"] is False, (key, r)  # XLA falls back to graph mode for replicas on CPUs
         np.testing.assert_allclose(r["loss2"], r["loss1"], rtol=1e-5, err_msg=key)
-        assert r["moved"] > 1e-3, (key, r)  # the two SGD steps really changed the weights
+        assert r["moved"] > 1e-3, (key, r)  # the SGD steps really changed the weights
         assert r["wdiff"] <= 1e-5 * max(r["wscale"], 1.0), (key, r)
 
 

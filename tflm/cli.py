@@ -84,6 +84,27 @@ def cmd_features(args):
     print(f"wrote {args.out}: {meta['n']} rows; {shapes}")
 
 
+def cmd_probe(args):
+    from tflm.jobs.probe_job import run_probes
+
+    modes = (False, True) if args.both else ((True,) if args.prompt else (False,))
+    run_probes(
+        args.model, args.task, args.features, out_dir=args.out, data_dir=args.data, prompt_modes=modes,
+        word_mode=args.word_mode, max_train=args.max_train, seed=args.seed, cache_dir=args.cache_dir,
+        detokenize=args.detokenize, strip_prompt_space=args.strip_prompt_space,
+    )
+    if args.out:
+        print(f"wrote {os.path.join(args.out, 'results.json')} and results.md")
+
+
+def cmd_analyze(args):
+    from tflm.jobs.analyze_job import analyze
+
+    analyze(args.model, args.task, args.out, data_dir=args.data, checkpoints=args.checkpoints,
+            n_contexts=args.contexts, pca_dims=args.pca_dims, max_train=args.max_train, seed=args.seed)
+    print(f"wrote {os.path.join(args.out, 'analysis.md')}")
+
+
 def _add_feature_options(s):
     s.add_argument("--model", required=True, help="model SPEC")
     s.add_argument("--data", help="data folder holding <task>/{train,dev,test}.tsv (default: shipped data)")
@@ -121,6 +142,32 @@ def build_parser():
                    help="comma-separated: f,phi_p,p,subset,class,posneg,proj")
     s.add_argument("--out", required=True, help="output .npz")
     s.set_defaults(func=cmd_features)
+
+    s = sub.add_parser("probe", help="linear probes on LM features (the paper's Tables 1 and 2)")
+    _add_feature_options(s)
+    s.add_argument("--task", type=_csv(str), required=True, help="task name(s), comma-separated, or folders")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--prompt", action="store_true", help="only the prompted rows (task*)")
+    g.add_argument("--both", action="store_true", help="rows with and without the prompt")
+    s.add_argument("--features", type=_csv(str), default=["f", "phi_p", "subset", "class", "posneg", "zeroshot"],
+                   help="comma-separated: f,phi_p,p,proj,subset,class,posneg,zeroshot")
+    s.add_argument("--max-train", type=int, help="subsample the training set (seeded) to this size")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="directory for results.json and results.md")
+    s.set_defaults(func=cmd_probe)
+
+    s = sub.add_parser("analyze", help="check the paper's assumptions (log-partition, phi_p ~ A f + b, accuracy vs loss)")
+    s.add_argument("--model", help="model SPEC for the log-partition and linear-relation checks")
+    s.add_argument("--task", default="sst2")
+    s.add_argument("--data", help="data folder (default: shipped data)")
+    s.add_argument("--checkpoints", type=_csv(str),
+                   help="checkpoint dirs of one run (or a checkpoints/ folder) for accuracy vs loss")
+    s.add_argument("--contexts", type=int, default=8000, help="contexts (token prefixes) for the log Z fit")
+    s.add_argument("--pca-dims", type=int, default=32, help="fit log Z on the top-k PCs of f (0: all d dims)")
+    s.add_argument("--max-train", type=int, default=2000, help="training sentences for probes (seeded subsample)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", default="results/analysis")
+    s.set_defaults(func=cmd_analyze)
 
     s = sub.add_parser("pretrain", help="train a causal LM with cross-entropy or Quad")
     s.add_argument("--objective", choices=["xent", "quad"], required=True)

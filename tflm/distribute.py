@@ -8,11 +8,21 @@ import tensorflow as tf
 STRATEGIES = ("auto", "mirrored", "multiworker", "one")
 
 
+_CACHE = {}
+
+
 def get_strategy(name="auto"):
     """`auto`: MultiWorkerMirrored when TF_CONFIG names several workers,
     Mirrored when more than one GPU is visible, else the default strategy.
     `mirrored` uses all local GPUs (or all logical CPUs when there is no GPU),
     `multiworker` requires TF_CONFIG, `one` is the single-device default.
+
+    Strategies are created once per process and reused: a second
+    MirroredStrategy over the same devices reuses the first one's collective
+    keys, and its all-reduces then fail with "Shape mismatch in the collective
+    instance" when the two train differently shaped models (e.g. training the
+    xent and then the Quad model in one process); TF also allows only one
+    MultiWorkerMirroredStrategy per process.
     """
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}")
@@ -20,16 +30,20 @@ def get_strategy(name="auto"):
     if name == "multiworker" or (name == "auto" and tf_config and len(tf_config["cluster"].get("worker", [])) > 1):
         if not tf_config:
             raise ValueError("--strategy multiworker needs the TF_CONFIG environment variable")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _cached("multiworker", tf.distribute.MultiWorkerMirroredStrategy)
     gpus = tf.config.list_logical_devices("GPU")
-    if name == "mirrored":
-        if gpus:
-            return tf.distribute.MirroredStrategy()
+    if name == "mirrored" and not gpus:
         cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(cpus)
-    if name == "auto" and len(gpus) > 1:
-        return tf.distribute.MirroredStrategy()
+        return _cached("mirrored-cpu", lambda: tf.distribute.MirroredStrategy(cpus))
+    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
+        return _cached("mirrored-gpu", tf.distribute.MirroredStrategy)
     return tf.distribute.get_strategy()
+
+
+def _cached(kind, make):
+    if kind not in _CACHE:
+        _CACHE[kind] = make()
+    return _CACHE[kind]
 
 
 def _read_tf_config():

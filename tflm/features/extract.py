@@ -108,6 +108,29 @@ class SentenceFeatures:
         }
         return out
 
+    def context_f(self, texts, max_contexts=20000, seed=0):
+        """f at every real position of the texts (each prefix is a context), subsampled.
+
+        Returns (N, d) float32 with N <= max_contexts, sampled uniformly
+        (seeded) over all positions.
+        """
+        ids, _ = encode_texts(self.lm.tokenizer, list(texts), None, self.lm.max_sequence_length)
+        fn = tf.function(lambda t, m: self.lm.features(t, m), reduce_retracing=True)
+        total = sum(len(x) for x in ids)
+        keep = np.zeros(total, dtype=bool)
+        keep[np.random.default_rng(seed).permutation(total)[:max_contexts]] = True
+        offsets = np.concatenate([[0], np.cumsum([len(x) for x in ids])])
+        out = np.zeros((int(keep.sum()), self.lm.hidden_dim), dtype=np.float32)
+        slot = np.cumsum(keep) - 1
+        for idx, padded in bucket_batches([len(x) for x in ids], self.max_tokens, self.max_attention):
+            tok, mask = pad_batch([ids[i] for i in idx], length=padded)
+            h = fn(tf.constant(tok), tf.constant(mask)).numpy()
+            for row, i in enumerate(idx):
+                pos = np.arange(offsets[i], offsets[i + 1])
+                sel = keep[pos]
+                out[slot[pos[sel]]] = h[row, : len(ids[i])][sel]
+        return out
+
     # --- derived --------------------------------------------------------
     def derive(self, f, names, batch_rows=256):
         """Stream the named features from f in row batches; returns dict of arrays."""

@@ -1,5 +1,7 @@
 """A trainable causal LM (Keras model) whose objective is a loss layer."""
 
+import warnings
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -114,6 +116,24 @@ class CausalLM(keras.Model):
         n_local = tf.stop_gradient(tf.cast(n_local, loss.dtype))
         n_global = ctx.all_reduce(tf.distribute.ReduceOp.SUM, n_local)
         return loss * n_local / tf.maximum(n_global, 1.0)
+
+    def compile(self, *args, jit_compile="auto", **kwargs):
+        """`keras.Model.compile`; XLA is turned off for several replicas on CPUs.
+
+        TF's XLA cannot run a replica's step when MirroredStrategy puts the
+        replicas' variables on different logical CPU devices ("Trying to
+        access resource ... located in device CPU:1 from device CPU:0"), so
+        `jit_compile=True` falls back to graph mode there (with a warning).
+        """
+        strategy = self.distribute_strategy
+        devices = strategy.extended.worker_devices if strategy.num_replicas_in_sync > 1 else ()
+        if jit_compile is True and len(devices) > 1 and all("CPU" in d.upper() for d in devices):
+            warnings.warn(
+                f"jit_compile=True is not supported with {len(devices)} replicas on CPU "
+                "devices (TF XLA limitation); compiling without XLA"
+            )
+            jit_compile = False
+        super().compile(*args, jit_compile=jit_compile, **kwargs)
 
     def fit(self, *args, **kwargs):
         self.refresh_gram()

@@ -56,6 +56,7 @@ import tensorflow as tf
 from keras import ops
 
 DEFAULT_L2_GRID = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+_NO_FOLD = -2  # held-out fold id of the heads trained on all rows
 
 
 def sklearn_C(l2, n_samples, n_classes):
@@ -301,10 +302,11 @@ class SoftmaxProbe:
             skf = StratifiedKFold(self.n_folds, shuffle=True, random_state=self.seed)
             for j, (_, held) in enumerate(skf.split(np.zeros(n), y_idx)):
                 fold[held] = j
-            fold_ids = list(range(self.n_folds)) + [-1]
+            fold_ids = list(range(self.n_folds)) + [_NO_FOLD]
         else:
-            fold_ids = [-1]
-        # head h = (fold_ids[h // G], grid[h % G]); fold -1 is "train on every row".
+            fold_ids = [_NO_FOLD]
+        # head h = (fold_ids[h // G], grid[h % G]): trained on the rows outside fold
+        # fold_ids[h // G]; no row is in _NO_FOLD (rows outside any fold carry -1).
         head_fold = np.repeat(fold_ids, len(grid))
         head_l2 = np.tile(grid, len(fold_ids))
         dim = self._feature_dim(f)

@@ -1,0 +1,104 @@
+"""Result tables and files shared by all jobs: JSON, Markdown, terminal text, PNG."""
+
+import json
+import os
+import platform
+import tempfile
+
+import numpy as np
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def write_atomic(path, text):
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path, obj):
+    write_atomic(path, json.dumps(_jsonable(obj), indent=1) + "\n")
+
+
+def fmt(v, pct=True):
+    if v is None:
+        return "n/a"
+    if isinstance(v, str):
+        return v
+    return f"{100 * v:.1f}" if pct else f"{v:.4g}"
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def text_table(header, rows):
+    cols = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cols) for i in range(len(header))]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)), "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cols[1:]]
+    return "\n".join(out)
+
+
+def machine_info():
+    import tensorflow as tf
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+    }
+
+
+def bar_chart(path, groups, series, values, title, ylabel="test accuracy (%)", chance=None):
+    """Grouped bars: `values[s][g]` for series s over groups g (None = missing)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(6, 1.2 * len(groups) * max(1, len(series)) / 2 + 2), 4))
+    ax = fig.add_subplot(111)
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(groups))
+    for i, s in enumerate(series):
+        vals = [np.nan if values[s][g] is None else 100 * values[s][g] for g in range(len(groups))]
+        bars = ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=s)
+        for b, v in zip(bars, vals):
+            if np.isfinite(v):
+                ax.text(b.get_x() + b.get_width() / 2, v + 0.5, f"{v:.0f}", ha="center", fontsize=7)
+    if chance is not None:
+        ax.axhline(100 * chance, color="gray", ls="--", lw=1, label="majority class")
+    ax.set_xticks(x)
+    ax.set_xticklabels(groups)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 105)
+    ax.set_title(title)
+    ax.legend(fontsize=8, ncol=min(4, len(series) + 1), loc="lower right")
+    fig.tight_layout()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).print_png(path)
+    return path
