@@ -105,6 +105,21 @@ def cmd_analyze(args):
     print(f"wrote {os.path.join(args.out, 'analysis.md')}")
 
 
+def cmd_reproduce(args):
+    from tflm.jobs.reproduce_job import reproduce
+
+    ft = None
+    if args.finetune:
+        ft = {"epochs": args.ft_epochs}
+        if args.ft_lrs:
+            ft["lrs"] = args.ft_lrs
+        if args.ft_batch_sizes:
+            ft["batch_sizes"] = args.ft_batch_sizes
+    reproduce(model=args.model, quad_model=args.quad_model, tasks=args.tasks, data_dir=args.data,
+              out_dir=args.out, features=args.features, max_train=args.max_train, finetune=args.finetune,
+              finetune_kwargs=ft, cache_dir=args.cache_dir)
+
+
 def _add_feature_options(s):
     s.add_argument("--model", required=True, help="model SPEC")
     s.add_argument("--data", help="data folder holding <task>/{train,dev,test}.tsv (default: shipped data)")
@@ -155,6 +170,22 @@ def build_parser():
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="directory for results.json and results.md")
     s.set_defaults(func=cmd_probe)
+
+    s = sub.add_parser("reproduce", help="the main job: the paper's tables, Quad vs xent, log-partition check, REPORT.md")
+    s.add_argument("--model", help="model SPEC (default: the shipped cross-entropy model)")
+    s.add_argument("--quad-model", help="a Quad-trained model to compare (default with the shipped models: the shipped Quad model)")
+    s.add_argument("--tasks", type=_csv(str), default=["sst2"])
+    s.add_argument("--data", help="data folder (default: shipped SST-2)")
+    s.add_argument("--features", type=_csv(str), default=["f", "phi_p", "subset", "class", "zeroshot"])
+    s.add_argument("--max-train", type=int, default=None,
+                   help="subsample training sets (seeded); default: all for the shipped models")
+    s.add_argument("--finetune", action="store_true", help="add the FT column (tflm finetune grid)")
+    s.add_argument("--ft-lrs", type=_csv(float))
+    s.add_argument("--ft-batch-sizes", type=_csv(int))
+    s.add_argument("--ft-epochs", type=int, default=10)
+    s.add_argument("--cache-dir", default="", help="feature cache directory (default: none)")
+    s.add_argument("--out", default="results")
+    s.set_defaults(func=cmd_reproduce)
 
     s = sub.add_parser("analyze", help="check the paper's assumptions (log-partition, phi_p ~ A f + b, accuracy vs loss)")
     s.add_argument("--model", help="model SPEC for the log-partition and linear-relation checks")

@@ -273,4 +273,11 @@ def distributed_dataset(strategy, split, plan_fn, num_batches, weighted, pad_to_
             ds = ds.repeat()
         return ds.prefetch(2)
 
-    return strategy.distribute_datasets_from_function(dataset_fn)
+    options = None
+    if isinstance(strategy, tf.distribute.MirroredStrategy) and num_replicas > 1:
+        # One pipeline per replica: the distributed dataset's cardinality is
+        # then the number of global steps (Keras sizes epochs by it).
+        options = tf.distribute.InputOptions(
+            experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA
+        )
+    return strategy.distribute_datasets_from_function(dataset_fn, options)

@@ -10,6 +10,7 @@ import time
 import keras
 import keras_hub
 import numpy as np
+import tensorflow as tf
 
 from tflm.distribute import get_strategy
 from tflm.lm.causal_lm import CausalLM, make_untied_head
@@ -37,6 +38,44 @@ class TokensPerSecond(keras.callbacks.Callback):
         self._steps += 1
         if logs is not None:
             logs["tok/s"] = self._steps * self.tokens_per_step / max(time.time() - self._t0, 1e-9)
+
+
+@keras.saving.register_keras_serializable(package="tflm")
+class ReplicaAwareAdamW(keras.optimizers.AdamW):
+    """AdamW whose `global_clipnorm` clips the global (all-replica) gradient.
+
+    Keras clips each replica's gradient before the cross-replica sum, so with
+    R replicas the summed gradient can have norm up to R * global_clipnorm and
+    a multi-replica run is not the single-device run it should equal. Here,
+    with several replicas, the norm is taken of the all-reduced gradient (one
+    extra all-reduce) and every replica's local gradient is scaled by the same
+    factor min(1, clipnorm / norm), so the sum is the clipped global gradient.
+    The norm is computed as Keras computes it on one device (for
+    `tf.IndexedSlices`, from their rows; the all-reduce gathers the replicas'
+    rows), so with one replica this is exactly `keras.optimizers.AdamW`.
+    """
+
+    def _clip_gradients(self, grads):
+        ctx = tf.distribute.get_replica_context()
+        clip = self.global_clipnorm
+        if not clip or clip <= 0 or self.clipnorm or ctx is None or ctx.num_replicas_in_sync == 1:
+            return super()._clip_gradients(grads)
+        summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [g for g in grads if g is not None])
+        norm = tf.sqrt(tf.add_n([
+            tf.reduce_sum(tf.square(tf.cast(g.values if isinstance(g, tf.IndexedSlices) else g, "float32")))
+            for g in summed
+        ]))
+        # As keras' clip_by_global_norm: no-op below the threshold, NaN for an inf/NaN norm.
+        scale = clip * tf.minimum(1.0 / norm, 1.0 / clip) + (norm - norm)
+
+        def scaled(g):
+            if g is None:
+                return None
+            if isinstance(g, tf.IndexedSlices):
+                return tf.IndexedSlices(g.values * tf.cast(scale, g.values.dtype), g.indices, g.dense_shape)
+            return g * tf.cast(scale, g.dtype)
+
+        return [scaled(g) for g in grads]
 
 
 class KeepCheckpoints(keras.callbacks.Callback):
@@ -223,7 +262,7 @@ def pretrain(
             warmup_target=lr,
             warmup_steps=warmup_steps,
         )
-        optimizer = keras.optimizers.AdamW(
+        optimizer = ReplicaAwareAdamW(
             learning_rate=schedule, weight_decay=weight_decay, global_clipnorm=clip_norm
         )
         model.compile(optimizer=optimizer, jit_compile=jit_compile)

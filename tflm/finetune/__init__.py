@@ -1,0 +1,8 @@
+"""Full fine-tuning of a causal LM with a linear head: classifier, grid, export."""
+
+from tflm.finetune.classifier import Classifier, LMSnapshot
+from tflm.finetune.data import finetune_splits
+from tflm.finetune.grid import DEFAULT_BATCH_SIZES, DEFAULT_LRS, finetune, read_events
+
+__all__ = ["Classifier", "DEFAULT_BATCH_SIZES", "DEFAULT_LRS", "LMSnapshot", "finetune", "finetune_splits",
+           "read_events"]

@@ -1,0 +1,206 @@
+"""`tflm reproduce`: the paper's tables, the Quad comparison and the log-partition check, as one report."""
+
+import json
+import os
+import time
+
+from tflm.jobs.analyze_job import log_partition_check
+from tflm.jobs.data import load_texts, resolve_task
+from tflm.jobs.probe_job import results_table, run_probes
+from tflm.models import load_lm
+from tflm.report import bar_chart, fmt, machine_info, markdown_table, text_table, write_atomic, write_json
+
+DEFAULT_FEATURES = ("f", "phi_p", "subset", "class", "zeroshot")
+WORD_LIKE = ("subset", "class", "posneg", "zeroshot")
+
+
+def saved_models_dir():
+    """The repository's saved_models/ (or $TFLM_SAVED_MODELS)."""
+    env = os.environ.get("TFLM_SAVED_MODELS")
+    if env:
+        return env
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "saved_models"))
+
+
+def default_model(name):
+    path = os.path.join(saved_models_dir(), name)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(
+            f"shipped default model {name!r} not found at {path}; install tflm from its repository "
+            "(pip install -e .) or set TFLM_SAVED_MODELS, or pass --model")
+    return path
+
+
+def pattern_checks(rows):
+    """The paper's qualitative pattern, checked plainly on probe rows (list of strings)."""
+    acc = {(r["row"], r["feature"]): r.get("test_accuracy") for r in rows if "skipped" not in r}
+    notes = []
+    for row in dict.fromkeys(r["row"] for r in rows):
+        maj = next(r["majority"] for r in rows if r["row"] == row)
+        f, phi_p = acc.get((row, "f")), acc.get((row, "phi_p"))
+        words = {w: acc[(row, w)] for w in WORD_LIKE if acc.get((row, w)) is not None}
+        if f is not None and phi_p is not None:
+            notes.append(f"{'holds' if f >= phi_p else 'FAILS'}: {row}: f ({fmt(f)}) >= phi_p ({fmt(phi_p)})")
+        if phi_p is not None and words:
+            best = max(words, key=words.get)
+            notes.append(f"{'holds' if phi_p > words[best] else 'FAILS'}: {row}: phi_p ({fmt(phi_p)}) > "
+                         f"best word feature {best} ({fmt(words[best])})")
+        for w, a in words.items():
+            notes.append(f"{'holds' if a > maj else 'FAILS'}: {row}: {w} ({fmt(a)}) > majority class ({fmt(maj)})")
+    for row in dict.fromkeys(r["row"] for r in rows if r["prompt"]):
+        base = row[:-1]
+        for w in WORD_LIKE:
+            a, b = acc.get((base, w)), acc.get((row, w))
+            if a is not None and b is not None:
+                notes.append(f"{'holds' if b > a else 'FAILS'}: prompt helps {w}: {base} {fmt(a)} -> {row} {fmt(b)}")
+    return notes
+
+
+def _card(path):
+    p = os.path.join(path, "model_card.json") if os.path.isdir(path) else None
+    return json.load(open(p)) if p and os.path.isfile(p) else {}
+
+
+def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_dir="results",
+              features=DEFAULT_FEATURES, max_train=None, contexts=6000, pca_dims=32, finetune=False,
+              finetune_kwargs=None, cache_dir="", log=print):
+    """Run the main job and write `out_dir/REPORT.md` (+ results.json, PNGs). Returns the result dict."""
+    t0 = time.time()
+    os.makedirs(out_dir, exist_ok=True)
+    shipped = model is None
+    model = model or default_model("imdb-gpt2-small-xent")
+    if shipped and quad_model is None:
+        quad_model = default_model("imdb-gpt2-small-quad")
+    models = [("xent" if shipped else "model", model)] + ([("quad", quad_model)] if quad_model else [])
+    result = {"machine": machine_info(), "tasks": list(tasks), "max_train": max_train, "models": {}}
+    sections = []
+    for label, spec in models:
+        lm = load_lm(spec)
+        card = _card(spec) if isinstance(spec, str) else {}
+        log(f"\n== {label}: {lm.name} ({lm.architecture}, d={lm.hidden_dim}, V={lm.vocabulary_size}, "
+            f"{'tied' if lm.tied else 'untied'}) ==")
+        t = time.time()
+        probes = run_probes(lm, tasks, features, data_dir=data_dir, prompt_modes=(False, True),
+                            max_train=max_train, cache_dir=cache_dir, progress=False, log=log)
+        entry = {
+            "spec": str(spec), "name": lm.name, "fingerprint": lm.fingerprint(), "architecture": lm.architecture,
+            "hidden_dim": lm.hidden_dim, "vocabulary_size": lm.vocabulary_size, "tied": lm.tied,
+            "num_parameters": lm.num_parameters, "objective": card.get("objective"),
+            "val_objective": card.get("val_objective"), "val_perplexity": card.get("val_perplexity"),
+            "val_softmax_xent": card.get("val_softmax_xent"), "rows": probes["rows"],
+            "pattern": pattern_checks(probes["rows"]), "probe_seconds": round(time.time() - t, 1),
+        }
+        if label in ("xent", "model"):
+            texts, _, _ = load_texts(resolve_task(tasks[0]), "train", data_dir)
+            log("log-partition check")
+            entry["log_partition"] = log_partition_check(
+                lm, texts[:3000], os.path.join(out_dir, "log_partition.png"), contexts, pca_dims)
+        result["models"][label] = entry
+    if finetune:
+        from tflm.finetune import finetune as run_finetune
+
+        kw = dict(finetune_kwargs or {})
+        result["finetune"] = {}
+        for task in tasks:
+            log(f"\n== fine-tuning {model} on {task} ==")
+            res = run_finetune(model, task, data_dir=data_dir, out_dir=os.path.join(out_dir, f"finetune_{task}"), **kw)
+            result["finetune"][task] = {k: res[k] for k in ("selected", "test_accuracy") if k in res}
+    result["wall_time_s"] = round(time.time() - t0, 1)
+    write_json(os.path.join(out_dir, "results.json"), result)
+    report = render_report(result, out_dir)
+    write_atomic(os.path.join(out_dir, "REPORT.md"), report)
+    log(terminal_summary(result))
+    log(f"\nwrote {os.path.join(out_dir, 'REPORT.md')} ({result['wall_time_s']}s)")
+    return result
+
+
+def _table(rows, ft=None):
+    header, table = results_table(rows)
+    if ft is not None:
+        header = header[:-1] + ["FT"] + header[-1:]
+        table = [r[:-1] + [fmt(ft.get(r[0].rstrip("*"), {}).get("test_accuracy")) if not r[0].endswith("*") else "-"]
+                 + r[-1:] for r in table]
+    return header, table
+
+
+def _quad_table(result):
+    header, out = None, []
+    for label, m in result["models"].items():
+        h, table = results_table(m["rows"])
+        header = ["model", "objective", "val ppl"] + h
+        for r in table:
+            out.append([label, m.get("objective") or "?", f"{m['val_perplexity']:.1f}" if m.get("val_perplexity") else "?"] + r)
+    return header, out
+
+
+def terminal_summary(result):
+    parts = []
+    first = next(iter(result["models"].values()))
+    parts.append("Table 1 shape (test accuracy %, * = with prompt): " + first["name"])
+    parts.append(text_table(*_table(first["rows"], result.get("finetune"))))
+    if len(result["models"]) > 1:
+        parts.append("\nQuad vs cross-entropy (same architecture and data):")
+        parts.append(text_table(*_quad_table(result)))
+    lp = first.get("log_partition")
+    if lp:
+        parts.append(f"\nlog-partition: quadratic fit held-out R^2 {lp['quadratic_r2']:.3f} "
+                     f"(top {lp['pca_dims']} PCs), Gaussian heuristic R^2 {lp['gaussian_r2']:.3f}")
+    fails = [n for m in result["models"].values() for n in m["pattern"] if n.startswith("FAILS")]
+    parts.append(f"\npaper pattern: {sum(len(m['pattern']) for m in result['models'].values()) - len(fails)} checks hold, "
+                 f"{len(fails)} fail" + ("".join("\n  " + f for f in fails)))
+    return "\n".join(parts)
+
+
+def render_report(result, out_dir):
+    first_label, first = next(iter(result["models"].items()))
+    lines = ["# tflm reproduce report", "",
+             "Saunshi, Malladi, Arora (ICLR 2021): linear probes on language-model features.", ""]
+    if result.get("max_train"):
+        lines += [f"**Training sets were subsampled to {result['max_train']} examples (seeded) to fit the time budget.**", ""]
+    header, table = _table(first["rows"], result.get("finetune"))
+    lines += [f"## Table 1 shape: {first['name']}", "",
+              "Test accuracy (%); `*` rows append the task's prompt. Word features are logits (paper default); "
+              "zero-shot predicts the class whose class words are the likeliest next word.", "",
+              markdown_table(header, table), ""]
+    groups = [r[0] for r in table]
+    feats = header[1:-1]
+    acc = {(r["row"], r["feature"]): r.get("test_accuracy") for r in first["rows"] if "skipped" not in r}
+    png = bar_chart(os.path.join(out_dir, "table1.png"), groups, feats,
+                    {f: [acc.get((g, f)) for g in groups] for f in feats if f != "FT"},
+                    f"Linear probes on {first['name']}", chance=first["rows"][0]["majority"]) if "FT" not in feats else None
+    if png:
+        lines += ["![Table 1](table1.png)", ""]
+    if len(result["models"]) > 1:
+        lines += ["## Quad vs cross-entropy", "",
+                  "Same architecture, corpus, steps and tokenizer; the Quad model is untied (body -> f_lin -> Phi). "
+                  "Validation perplexity is the softmax perplexity of each model's logits f.Phi^T.", "",
+                  markdown_table(*_quad_table(result)), ""]
+        for label, m in result["models"].items():
+            if m.get("val_objective") is not None:
+                lines.append(f"- {label}: training objective {m['objective']}, validation objective "
+                             f"{m['val_objective']:.4f}, validation softmax cross-entropy {m['val_softmax_xent']:.4f}")
+        lines.append("")
+    lp = first.get("log_partition")
+    if lp:
+        lines += ["## Log-partition check", "",
+                  f"log Z_f over {lp['contexts']} contexts (token prefixes of the first task's training text), "
+                  f"fit on {lp['train_contexts']}, evaluated on {lp['test_contexts']} held-out:", "",
+                  markdown_table(["fit", "held-out R^2", "mean relative error"], [
+                      [f"1/2 f'Af + b'f + c on top {lp['pca_dims']} PCs of f", f"{lp['quadratic_r2']:.4f}",
+                       f"{lp['quadratic_rel_error']:.4f}"],
+                      ["Gaussian heuristic A = Cov(phi)", f"{lp['gaussian_r2']:.4f}", f"{lp['gaussian_rel_error']:.4f}"]]),
+                  "", "![log-partition fit](log_partition.png)", ""]
+    lines += ["## Does the paper's pattern hold?", ""]
+    for label, m in result["models"].items():
+        lines += [f"**{label}** ({m['name']}):", ""] + [f"- {n}" for n in m["pattern"]] + [""]
+    lines += ["## Identities", ""]
+    for label, m in result["models"].items():
+        lines.append(f"- {label}: `{m['spec']}`, {m['architecture']}, d={m['hidden_dim']}, V={m['vocabulary_size']}, "
+                     f"{'tied' if m['tied'] else 'untied'}, {m['num_parameters']:,} parameters, "
+                     f"weights fingerprint `{m['fingerprint']}`; probes {m['probe_seconds']}s")
+    lines.append(f"- tasks: {', '.join(result['tasks'])}")
+    mi = result["machine"]
+    lines += ["", "## Machine", "",
+              f"{mi['platform']}, {mi['cpus']} CPUs, GPUs: {mi['gpus'] or 'none'}, Python {mi['python']}, "
+              f"TensorFlow {mi['tensorflow']}. Total wall time {result['wall_time_s']}s.", ""]
+    return "\n".join(lines)
