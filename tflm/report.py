@@ -94,9 +94,9 @@ def bar_chart(path, groups, series, values, title, ylabel="test accuracy (%)", c
     ax.set_xticks(x)
     ax.set_xticklabels(groups)
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 125)
     ax.set_title(title)
-    ax.legend(fontsize=8, ncol=min(4, len(series) + 1), loc="lower right")
+    ax.legend(fontsize=8, ncol=min(6, len(series) + 1), loc="upper center")
     fig.tight_layout()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 

@@ -61,7 +61,7 @@ def log_partition_check(lm, texts, out_png, n_contexts=8000, pca_dims=32, test_f
         out_png, logz[te],
         {f"quadratic fit{f' (top {pca_dims} PCs of f)' if pca_dims else ''}": quad.predict(fx[te]),
          "Gaussian heuristic (A = Cov(phi))": gauss.predict(f[te])},
-        title=f"log-partition vs quadratic fit: {lm.name} ({len(te)} held-out contexts)",
+        title=f"log-partition vs quadratic fit: {lm.name}\n({len(te)} held-out contexts)",
     )
     return {
         "contexts": int(len(f)), "train_contexts": int(len(tr)), "test_contexts": int(len(te)),

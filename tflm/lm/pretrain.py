@@ -65,17 +65,11 @@ class ReplicaAwareAdamW(keras.optimizers.AdamW):
             tf.reduce_sum(tf.square(tf.cast(g.values if isinstance(g, tf.IndexedSlices) else g, "float32")))
             for g in summed
         ]))
-        # As keras' clip_by_global_norm: no-op below the threshold, NaN for an inf/NaN norm.
+        # Exactly keras' clip_by_global_norm from here on (`v * scale` also turns
+        # IndexedSlices dense, as on one device): no-op below the threshold,
+        # NaN for an inf/NaN norm.
         scale = clip * tf.minimum(1.0 / norm, 1.0 / clip) + (norm - norm)
-
-        def scaled(g):
-            if g is None:
-                return None
-            if isinstance(g, tf.IndexedSlices):
-                return tf.IndexedSlices(g.values * tf.cast(scale, g.values.dtype), g.indices, g.dense_shape)
-            return g * tf.cast(scale, g.dtype)
-
-        return [scaled(g) for g in grads]
+        return [g * scale if g is not None else g for g in grads]
 
 
 class KeepCheckpoints(keras.callbacks.Callback):
