@@ -1,0 +1,119 @@
+"""Smoke and behaviour tests of the end-to-end jobs (features, probe, analyze, reproduce) on tiny data."""
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+
+from tflm.cli import main
+from tflm.jobs.probe_job import run_probes
+from tflm.jobs.reproduce_job import pattern_checks, reproduce
+
+SHIPPED = os.path.join(os.path.dirname(__file__), "..", "tflm", "data", "sst2")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """Small real SST-2 and CR subsets in the shared-data layout."""
+    root = tmp_path_factory.mktemp("data")
+    for split, n in (("train", 60), ("dev", 20), ("test", 40)):
+        lines = open(os.path.join(SHIPPED, f"{split}.tsv"), encoding="utf-8").read().splitlines()
+        (root / "sst2").mkdir(exist_ok=True)
+        (root / "sst2" / f"{split}.tsv").write_text("\n".join(lines[: n + 1]) + "\n", encoding="utf-8")
+    cr = ["label\ttext"] + [f"{i % 2}\t{'great phone' if i % 2 else 'awful battery'} number {i}" for i in range(60)]
+    (root / "cr").mkdir()
+    (root / "cr" / "all.tsv").write_text("\n".join(cr) + "\n", encoding="utf-8")
+    return str(root)
+
+
+def test_probe_job_table_and_files(tmp_path, data_dir):
+    out = str(tmp_path / "probe")
+    res = run_probes("tiny-gpt2", ["sst2", "cr"], ["f", "phi_p", "class", "zeroshot"], out_dir=out,
+                     data_dir=data_dir, prompt_modes=(False, True), cache_dir="", progress=False, log=lambda *a: None)
+    rows = res["rows"]
+    assert {r["row"] for r in rows} == {"sst2", "sst2*", "cr", "cr*"}
+    f_row = next(r for r in rows if r["row"] == "sst2" and r["feature"] == "f")
+    assert f_row["n_train"] == 60 and f_row["n_test"] == 40 and 0 <= f_row["test_accuracy"] <= 1
+    cr_row = next(r for r in rows if r["row"] == "cr" and r["feature"] == "f")
+    assert cr_row["n_splits"] == 10 and len(cr_row["test_accuracies"]) == 10
+    zs = next(r for r in rows if r["row"] == "sst2*" and r["feature"] == "zeroshot")
+    assert zs["class_word_variants"] and "train_accuracy" in zs
+    saved = json.load(open(os.path.join(out, "results.json")))
+    assert len(saved["rows"]) == len(rows)
+    md = open(os.path.join(out, "results.md")).read()
+    assert "| sst2* |" in md and "| task | f | phi_p | class | zeroshot | majority |" in md
+
+
+def test_probe_cli_errors(capsys, data_dir):
+    assert main(["probe", "--model", "tiny-gpt2", "--task", "sst2", "--features", "f,bogus", "--data", data_dir]) == 2
+    assert "unknown feature name" in capsys.readouterr().err
+    assert main(["probe", "--model", "tiny-gpt2", "--task", "nosuchtask", "--data", data_dir]) == 2
+    assert "nosuchtask" in capsys.readouterr().err
+
+
+def test_features_cli_writes_npz(tmp_path, data_dir):
+    out = str(tmp_path / "f.npz")
+    assert main(["features", "--model", "tiny-gpt2", "--task", "sst2", "--data", data_dir, "--split", "all",
+                 "--prompt", "--features", "f,phi_p,subset,proj", "--out", out, "--cache-dir", str(tmp_path / "c")]) == 0
+    z = np.load(out)
+    assert z["f"].shape == (120, 16) and z["proj"].shape == (120, 16) and z["subset"].shape[0] == 120
+    assert list(z["split"][:1]) == ["train"] and z["labels"].shape == (120,)
+    meta = json.load(open(out + ".json"))
+    assert meta["prompt"] == " This movie is " and meta["word_variants"]["subset"]
+
+
+def test_pattern_checks_say_plainly_when_the_pattern_fails():
+    rows = [
+        {"row": "t", "prompt": False, "feature": "f", "test_accuracy": 0.8, "majority": 0.5},
+        {"row": "t", "prompt": False, "feature": "phi_p", "test_accuracy": 0.85, "majority": 0.5},
+        {"row": "t", "prompt": False, "feature": "class", "test_accuracy": 0.6, "majority": 0.5},
+        {"row": "t*", "prompt": True, "feature": "class", "test_accuracy": 0.55, "majority": 0.5},
+    ]
+    notes = pattern_checks(rows)
+    assert "FAILS: t: f (80.0) >= phi_p (85.0)" in notes
+    assert "holds: t: phi_p (85.0) > best word feature class (60.0)" in notes
+    assert "FAILS: prompt helps class: t 60.0 -> t* 55.0" in notes
+
+
+def test_reproduce_writes_report(tmp_path, data_dir):
+    out = str(tmp_path / "rep")
+    res = reproduce(model="tiny-gpt2", quad_model="tiny-gpt2-untied", tasks=["sst2"], data_dir=data_dir,
+                    out_dir=out, contexts=400, pca_dims=4, log=lambda *a: None)
+    assert set(res["models"]) == {"model", "quad"}
+    report = open(os.path.join(out, "REPORT.md")).read()
+    for part in ("Table 1 shape", "Quad vs cross-entropy", "Log-partition check", "pattern", "Machine"):
+        assert part in report
+    for png in ("table1.png", "log_partition.png"):
+        data = open(os.path.join(out, png), "rb").read()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_analyze_cli(tmp_path, data_dir):
+    out = str(tmp_path / "an")
+    assert main(["analyze", "--model", "tiny-gpt2", "--task", "sst2", "--data", data_dir, "--contexts", "300",
+                 "--pca-dims", "4", "--out", out]) == 0
+    res = json.load(open(os.path.join(out, "analysis.json")))
+    assert res["log_partition"]["quadratic_params"] == 4 * 5 // 2 + 4 + 1
+    assert 0 <= res["linear_relation"]["probe_f"] <= 1
+    assert os.path.getsize(os.path.join(out, "log_partition.png")) > 5000
+
+
+def test_analyze_rejects_too_few_contexts(tmp_path, data_dir, capsys):
+    assert main(["analyze", "--model", "tiny-gpt2", "--task", "sst2", "--data", data_dir, "--contexts", "20",
+                 "--pca-dims", "0", "--out", str(tmp_path)]) == 2
+    assert "contexts" in capsys.readouterr().err
+
+
+def test_accuracy_vs_loss_rejects_mixed_architectures(tmp_path, data_dir, capsys):
+    from tflm.models import load_lm
+    from tflm.models.keras_hub_preset import save_preset_dir
+
+    for name, spec in (("a", "tiny-gpt2"), ("b", "tiny-llama")):
+        save_preset_dir(load_lm(spec), str(tmp_path / name), model_card={"val_softmax_xent": 5.0})
+    assert main(["analyze", "--task", "sst2", "--data", data_dir, "--checkpoints",
+                 f"{tmp_path / 'a'},{tmp_path / 'b'}", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "differ" in err and err.count("\n") == 1
