@@ -72,6 +72,22 @@ def cmd_pretrain(args):
     print(f"model written to {os.path.join(args.out, 'model')}")
 
 
+def cmd_finetune(args):
+    from tflm.finetune import finetune
+
+    report = finetune(
+        args.model, args.task, data_dir=args.data, prompt=args.prompt, lrs=args.lrs,
+        batch_sizes=args.batch_sizes, epochs=args.epochs, strategy=args.strategy, out_dir=args.out,
+        seed=args.seed, early_stop=args.early_stop, max_train=args.max_train, max_eval=args.max_eval,
+        splits=args.splits, dropout=args.dropout, max_length=args.max_length,
+        strip_prompt_space=args.strip_prompt_space, export_dir=args.export,
+    )
+    sel = report["selected"]
+    print(f"selected {sel['run']} (epoch {sel['best_epoch']}): dev accuracy {sel['dev_accuracy']:.4f}, "
+          f"test accuracy {sel['test_accuracy']:.4f}")
+    print(f"report: {os.path.join(args.out, 'results.md')}" + (f"; SavedModel: {args.export}" if args.export else ""))
+
+
 def cmd_features(args):
     from tflm.jobs.features_job import write_features
 
@@ -225,6 +241,29 @@ def build_parser():
     s.add_argument("--no-jit", action="store_true", help="disable XLA compilation")
     s.add_argument("--weights-dtype", default="float32", choices=["float32", "float16"])
     s.set_defaults(func=cmd_pretrain)
+
+    s = sub.add_parser("finetune", help="fine-tune the LM with a linear head over the paper's grid; select by dev accuracy")
+    s.add_argument("--model", required=True, help="model SPEC")
+    s.add_argument("--task", required=True, help="task name or a folder of tsv files")
+    s.add_argument("--data", help="data folder holding <task>/{train,dev,test}.tsv (default: shipped data)")
+    s.add_argument("--prompt", action="store_true", help="append the task's prompt (the paper's * rows)")
+    s.add_argument("--lrs", default="5e-5,1e-4,3e-4", help="comma-separated learning rates (default 5e-5,1e-4,3e-4)")
+    s.add_argument("--batch-sizes", help="comma-separated GLOBAL batch sizes, split across replicas "
+                   "(default 8,16,32; agnews 8,12,16)")
+    s.add_argument("--epochs", type=int, default=10)
+    s.add_argument("--strategy", default="auto", help="auto | mirrored | multiworker | one (default auto)")
+    s.add_argument("--out", default="finetune_out", help="output folder; rerun with the same folder to resume")
+    s.add_argument("--max-train", type=int, help="use a seeded subset of at most N training examples")
+    s.add_argument("--max-eval", type=int, help="use seeded subsets of at most N dev and N test examples")
+    s.add_argument("--early-stop", type=int, metavar="PATIENCE", help="stop a run after PATIENCE epochs without a better dev accuracy")
+    s.add_argument("--export", metavar="DIR", help="export the selected model as a TF SavedModel to DIR")
+    s.add_argument("--splits", default="paper", choices=["paper", "files"],
+                   help="paper: SST test halves as dev/test, AG News train 90/10; files: the task's files")
+    s.add_argument("--dropout", type=float, default=0.1, help="dropout before the linear head (default 0.1)")
+    s.add_argument("--max-length", type=int, help="token limit of text + prompt (default: the model's context)")
+    s.add_argument("--strip-prompt-space", action="store_true", help="drop the prompt's trailing space")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_finetune)
 
     return p
 

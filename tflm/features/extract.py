@@ -66,7 +66,8 @@ class SentenceFeatures:
         if not texts:
             raise ValueError("empty dataset: no texts to featurize")
         max_length = int(max_length or self.lm.max_sequence_length)
-        ids, truncated = encode_texts(self.lm.tokenizer, texts, prompt, max_length, strip_prompt_space)
+        if prompt is not None:  # fail early on a bad prompt
+            encode_texts(self.lm.tokenizer, texts[:1], prompt, max_length, strip_prompt_space)
         cache = None
         if self.cache_dir:
             parts = dict(
@@ -75,37 +76,38 @@ class SentenceFeatures:
                 max_length=max_length, chunk=CHUNK_SIZE, identity=identity or {},
             )
             cache = FeatureCache(self.cache_dir, cache_key(**parts), description=parts)
-        d = self.lm.hidden_dim
-        out = np.zeros((len(texts), d), dtype=np.float32)
-        n_tokens = sum(len(x) for x in ids)
-        bar = tqdm(total=n_tokens, unit="tok", unit_scale=True, disable=not self.progress,
+        out = np.zeros((len(texts), self.lm.hidden_dim), dtype=np.float32)
+        bar = tqdm(total=len(texts), unit="text", disable=not self.progress,
                    desc=f"f[{self.lm.name}]", mininterval=1.0)
-        t0, computed_tokens, padded_tokens = time.time(), 0, 0
+        t0 = time.time()
+        stats = dict(examples=len(texts), tokens=0, truncated=0, computed_tokens=0, padded_tokens=0)
         for c, start in enumerate(range(0, len(texts), CHUNK_SIZE)):
             stop = min(start + CHUNK_SIZE, len(texts))
-            chunk_tokens = sum(len(x) for x in ids[start:stop])
+            # Tokenize one chunk at a time: memory does not grow with N.
+            ids, truncated = encode_texts(self.lm.tokenizer, texts[start:stop], prompt, max_length,
+                                          strip_prompt_space)
+            lengths = [len(x) for x in ids]
+            stats["tokens"] += sum(lengths)
+            stats["truncated"] += truncated
             if cache is not None and cache.has(c):
                 arr = cache.load(c, stop - start, repair=self.repair_cache)
                 if arr is not None:
                     out[start:stop] = arr
-                    bar.update(chunk_tokens)
+                    bar.update(stop - start)
                     continue
-            lengths = [len(x) for x in ids[start:stop]]
             for idx, padded in bucket_batches(lengths, self.max_tokens, self.max_attention):
-                tok, mask = pad_batch([ids[start + i] for i in idx], length=padded)
+                tok, mask = pad_batch([ids[i] for i in idx], length=padded)
                 out[start + idx] = self._f_fn(tf.constant(tok), tf.constant(mask)).numpy()
-                padded_tokens += tok.size
-                computed_tokens += int(mask.sum())
-                bar.update(int(mask.sum()))
-                bar.set_postfix_str(f"{computed_tokens / max(time.time() - t0, 1e-9):,.0f} tok/s", refresh=False)
+                stats["padded_tokens"] += tok.size
+                stats["computed_tokens"] += int(mask.sum())
+                bar.update(len(idx))
+                bar.set_postfix_str(f"{stats['computed_tokens'] / max(time.time() - t0, 1e-9):,.0f} tok/s",
+                                    refresh=False)
             if cache is not None:
                 cache.save(c, out[start:stop])
         bar.close()
-        self.last_stats = {
-            "examples": len(texts), "tokens": n_tokens, "truncated": truncated,
-            "computed_tokens": computed_tokens, "padded_tokens": padded_tokens,
-            "seconds": round(time.time() - t0, 2),
-        }
+        stats["seconds"] = round(time.time() - t0, 2)
+        self.last_stats = stats
         return out
 
     def context_f(self, texts, max_contexts=20000, seed=0):

@@ -1,5 +1,7 @@
 """Text (+ prompt) -> token ids, truncated so the prompt and the end of the text survive."""
 
+import numpy as np
+
 
 def encode_texts(tokenizer, texts, prompt=None, max_length=1024, strip_prompt_space=False):
     """Token ids of ``text + prompt`` for each text, with no special tokens.
@@ -22,9 +24,8 @@ def encode_texts(tokenizer, texts, prompt=None, max_length=1024, strip_prompt_sp
             raise ValueError(f"prompt {prompt!r} has no tokens")
         if len(prompt_ids) >= max_length:
             raise ValueError(f"prompt {prompt!r} ({len(prompt_ids)} tokens) does not fit max_length {max_length}")
-    joint = tokenizer.encode_batch([t + (prompt or "") for t in texts])
     out, truncated = [], 0
-    for i, ids in enumerate(joint):
+    for i, ids in enumerate(_encode_chunked(tokenizer, [t + (prompt or "") for t in texts])):
         if not ids:
             raise ValueError(f"text {i} has no tokens: {texts[i]!r}")
         if len(ids) > max_length:
@@ -33,6 +34,12 @@ def encode_texts(tokenizer, texts, prompt=None, max_length=1024, strip_prompt_sp
                 ids = ids[-max_length:]
             else:
                 text_ids = tokenizer.encode(texts[i])
-                ids = text_ids[-(max_length - len(prompt_ids)) :] + prompt_ids
-        out.append(ids)
+                ids = list(text_ids[-(max_length - len(prompt_ids)) :]) + prompt_ids
+        out.append(np.asarray(ids, dtype=np.int32))
     return out, truncated
+
+
+def _encode_chunked(tokenizer, texts, chunk=1024):
+    """Ids of many texts without holding every `tokenizers.Encoding` at once."""
+    for start in range(0, len(texts), chunk):
+        yield from tokenizer.encode_batch(texts[start:start + chunk])

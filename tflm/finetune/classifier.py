@@ -68,6 +68,41 @@ class Classifier(keras.Model):
         self.dropout = float(dropout)
         self.output_probabilities = bool(output_probabilities)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15's TF trainer peeks the first batch of a distributed
+        # dataset and reduces it across replicas (MEAN over the whole (x, y)
+        # structure) only to learn input shapes before fit / evaluate.
+        # MultiWorkerMirroredStrategy's reduce does not accept a nested
+        # structure ("Attempt to convert a value ({'token_ids': PerReplica..."),
+        # and the mean of token ids is meaningless anyway. The classifier's
+        # input signature is fixed, so hand Keras a one-token batch instead.
+        if iterator is not None and data_batch is None:
+            data_batch = (
+                {"token_ids": np.zeros((1, 1), "int32"), "padding_mask": np.ones((1, 1), "int32")},
+                np.zeros((1,), "int32"),
+            )
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def train_step(self, data):
+        return self._multi_worker_logs(super().train_step(data))
+
+    def test_step(self, data):
+        return self._multi_worker_logs(super().test_step(data))
+
+    def _multi_worker_logs(self, logs):
+        # Keras 3.15 reduces each step's scalar logs across workers with
+        # `strategy.reduce("MEAN", v, axis=0)` under MultiWorkerMirroredStrategy,
+        # which fails on scalars ("Invalid reduction dimension 0 for input with
+        # 0 dimensions"; tensorflow/tensorflow#72388). Give them a length-1 axis
+        # there. Epoch logs are unaffected: Keras reads them from the metrics,
+        # whose variables are summed over all replicas.
+        strategy = self.distribute_strategy
+        multi_worker = getattr(getattr(strategy, "extended", None), "_in_multi_worker_mode", None)
+        if multi_worker is not None and multi_worker():
+            return {k: keras.ops.reshape(v, (1,)) for k, v in logs.items()}
+        return logs
+
     def get_config(self):
         return {
             "name": self.name,

@@ -358,9 +358,10 @@ def finetune(
     t_start = time.time()
     from tflm.distribute import get_strategy
 
-    strat = get_strategy(strategy) if isinstance(strategy, str) else strategy
     lrs = parse_grid(lrs, float, "--lrs")
     batch_sizes = parse_grid(batch_sizes, int, "--batch-sizes")
+    # A MultiWorkerMirroredStrategy must exist before other TensorFlow work.
+    strat = get_strategy(strategy) if isinstance(strategy, str) else strategy
     epochs = int(epochs)
     if epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {epochs}")

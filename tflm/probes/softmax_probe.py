@@ -195,7 +195,11 @@ class SoftmaxProbe:
         l2_grid: candidate strengths (see the module doc for the objective).
         n_folds: stratified folds for the CV (>= 2).
         epochs, batch_size, learning_rate: Adam with a cosine decay of the
-            learning rate to 0 over all steps.
+            learning rate to 0 over all steps. The defaults (20, 256, 0.05)
+            reach the optimum of the objective closely for l2 >= 1e-5 on
+            SST-2-sized problems; weaker penalties stop short of it (the
+            finite budget then acts as extra regularisation): raise `epochs`
+            for a tighter fit.
         seed: fold assignment and shuffling.
         jit_compile: passed to ``Model.compile``.
         verbose: ``model.fit`` verbosity.
@@ -209,7 +213,7 @@ class SoftmaxProbe:
     """
 
     def __init__(self, phi=None, feature_layer=None, feature_fn=None, l2=None, l2_grid=DEFAULT_L2_GRID,
-                 n_folds=3, epochs=20, batch_size=256, learning_rate=1e-2, seed=0, jit_compile="auto",
+                 n_folds=3, epochs=20, batch_size=256, learning_rate=0.05, seed=0, jit_compile="auto",
                  verbose=0):
         given = [x is not None for x in (phi, feature_layer, feature_fn)]
         if sum(given) > 1:
@@ -388,7 +392,9 @@ def softmax_probe(f_train, y_train, f_test=None, y_test=None, **probe_kwargs):
     sklearn_C (the equivalent C for the refit, `sklearn_C`), n_train, n_test,
     n_features, n_classes, classes, n_folds, epochs, batch_size,
     learning_rate, coef (k, n_features), intercept (k,), test_predictions,
-    fit_seconds (training + CV), seconds (total).
+    fit_seconds (training + CV), seconds (total). Apart from the numpy
+    arrays every value is JSON-friendly (sklearn_C is None for l2 = 0). For
+    the Keras model itself use `SoftmaxProbe` (its ``model`` attribute).
     """
     t0 = time.time()
     f_train, y_train = _check_fy(f_train, y_train, "training")
@@ -406,7 +412,7 @@ def softmax_probe(f_train, y_train, f_test=None, y_test=None, **probe_kwargs):
         "l2": probe.l2_,
         "l2_grid": list(probe.l2_grid),
         "cv_accuracy": probe.cv_accuracy_,
-        "sklearn_C": sklearn_C(probe.l2_, len(y_train), k),
+        "sklearn_C": sklearn_C(probe.l2_, len(y_train), k) if probe.l2_ > 0 else None,
         "n_train": int(len(y_train)),
         "n_test": 0,
         "n_features": probe.n_features_,
@@ -426,5 +432,4 @@ def softmax_probe(f_train, y_train, f_test=None, y_test=None, **probe_kwargs):
         result.update(test_accuracy=float(np.mean(pred == y_test)), n_test=int(len(y_test)),
                       test_predictions=pred)
     result["seconds"] = round(time.time() - t0, 3)
-    result["probe"] = probe
     return result

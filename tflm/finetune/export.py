@@ -1,0 +1,530 @@
+"""Export classifiers as TF SavedModels: fine-tuned `Classifier`s and linear probes.
+
+The contract (two steps):
+
+1. text -> ids with the model's exact tokenizer (``tokenizer.json`` in the
+   export folder, read by the Hugging Face `tokenizers` library), applying
+   the prompt and truncation recorded in ``tflm_export.json``:
+   ``ids(text + prompt)``; if longer than ``max_length``,
+   ``ids(text)[-(max_length - len(ids(prompt))):] + ids(prompt)`` (without a
+   prompt: the last ``max_length`` ids); no special tokens;
+2. ``signatures["serving_default"]`` (endpoint ``serve``):
+   ``token_ids`` int32 [batch, time], ``padding_mask`` int32 [batch, time]
+   (1 for real tokens, 0 for padding; any padding side) ->
+   ``{"probabilities": float32 [batch, num_classes]}``.
+
+``predict.py`` in the folder does both with only `tensorflow`, `numpy` and
+`tokenizers` installed (no tflm), and ``README.md`` explains it.
+
+Serving raw strings in one graph. The exact tokenizer cannot be part of a
+TensorFlow graph: `tokenizers` is a Rust library called from Python, and
+the only way to call Python from a graph, ``tf.py_function``, is not
+serialized: a SavedModel containing one saves, but calling it in a fresh
+process fails with ``Could not find callback with key=pyfunc_0 in the
+registry`` (checked with TF 2.21). keras-hub's `BytePairTokenizer`, by
+contrast, is made of TF ops (tf_text regex split, lookup tables, a
+``tf.while_loop`` of merges) and does export; checked in TF 2.21 /
+keras-hub 0.32 / tensorflow-text 2.21:
+
+- the SavedModel loads only in a process that ran ``import
+  tensorflow_text`` first (its ``RegexSplitWithOffsets`` op is not in core
+  TF: ``Op type not registered 'RegexSplitWithOffsets'`` otherwise);
+- it is GPT-2 byte-level BPE with GPT-2's split regex only (not the Llama-3
+  tokenizers, whose regex differs);
+- in-graph ids equal the exact tokenizer's on all 9,613 SST-2 sentences and
+  3,000 AG News / IMDb texts (with and without prompt), but not always: a
+  run of newlines followed by a letter ("c\\n\\nd") becomes one token (628)
+  instead of GPT-2's two (198, 198), because keras-hub emulates the regex
+  lookahead ``\\s+(?!\\S)`` (RE2 has no lookaheads) slightly differently;
+- its merge cache is a ``MutableHashTable`` that grows with every new word
+  a server sees.
+
+So the raw-string endpoint is optional (``raw_text=True``, or "auto": added
+for GPT-2 BPE tokenizers when tensorflow_text is importable): an extra
+endpoint ``serve_text`` (``text``: tf.string [batch] ->
+``{"probabilities"}``), with the same prompt and truncation rule, the
+mismatch count against the exact tokenizer on `check_texts` recorded in
+``tflm_export.json``, and the two-step ``serving_default`` signature kept
+as the reference contract. (keras-hub's own GPT-2 tokenizer class, used
+eagerly on Python strings, is not exact either: see
+`tflm.tokenization.tokenizer`; and keras-hub issues #2015 / #1629 report
+export failures of its tokenizers in other configurations.)
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+
+from tflm.features.feature_extractor import FEATURES, FeatureExtractor
+
+EXPORT_FORMAT = "tflm-export-v1"
+META_FILE = "tflm_export.json"
+SIGNATURE = "serving_default"
+ENDPOINT = "serve"
+TEXT_ENDPOINT = "serve_text"
+TRUNCATION_RULE = (
+    "ids(text + prompt); if longer than max_length: ids(text)[-(max_length - len(ids(prompt))):] "
+    "+ ids(prompt) (without a prompt: the last max_length ids); no special tokens"
+)
+
+
+# --- the linear probe head ----------------------------------------------------------------
+@keras.saving.register_keras_serializable(package="tflm")
+class LinearProbeHead(keras.layers.Layer):
+    """Class probabilities of a fitted linear probe (sklearn's coef_ / intercept_).
+
+    Modes: "binary" (one row w: p1 = sigmoid(w.x + b), p0 = 1 - p1),
+    "multinomial" (softmax(W x + b)), "ovr" (one-vs-rest as sklearn's
+    liblinear: sigmoid(W x + b) normalised to sum 1).
+    """
+
+    MODES = ("binary", "multinomial", "ovr")
+
+    def __init__(self, num_features, num_outputs, mode="multinomial", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in self.MODES:
+            raise ValueError(f"unknown probe mode {mode!r}; choose one of {self.MODES}")
+        if mode == "binary" and num_outputs != 1:
+            raise ValueError(f"a binary probe has one row of weights, got {num_outputs}")
+        self.num_features = int(num_features)
+        self.num_outputs = int(num_outputs)
+        self.mode = mode
+
+    def build(self, input_shape=None):
+        self.kernel = self.add_weight(shape=(self.num_features, self.num_outputs), initializer="zeros",
+                                      trainable=False, name="kernel")
+        self.bias = self.add_weight(shape=(self.num_outputs,), initializer="zeros", trainable=False, name="bias")
+        self.built = True
+
+    def call(self, x):
+        from keras import ops
+
+        z = ops.matmul(ops.cast(x, self.kernel.dtype), self.kernel) + self.bias
+        if self.mode == "binary":
+            p1 = ops.sigmoid(z[:, 0])
+            return ops.stack([1.0 - p1, p1], axis=1)
+        if self.mode == "ovr":
+            s = ops.sigmoid(z)
+            return s / ops.sum(s, axis=1, keepdims=True)
+        return ops.softmax(z, axis=-1)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"num_features": self.num_features, "num_outputs": self.num_outputs, "mode": self.mode})
+        return config
+
+
+def probe_mode(estimator):
+    """"binary", "ovr" or "multinomial": how a fitted sklearn linear classifier makes probabilities.
+
+    Decided by comparing its `predict_proba` with each formula on random
+    inputs, so it holds whatever the sklearn version's multi_class rules.
+    """
+    coef = np.asarray(estimator.coef_, np.float64)
+    intercept = np.asarray(estimator.intercept_, np.float64).reshape(-1)
+    if coef.shape[0] == 1:
+        return "binary"
+    x = np.random.RandomState(0).normal(size=(8, coef.shape[1]))
+    p = estimator.predict_proba(x)
+    z = x @ coef.T + intercept
+    soft = np.exp(z - z.max(1, keepdims=True))
+    soft /= soft.sum(1, keepdims=True)
+    s = 1.0 / (1.0 + np.exp(-z))
+    ovr = s / s.sum(1, keepdims=True)
+    if np.allclose(p, soft, atol=1e-6):
+        return "multinomial"
+    if np.allclose(p, ovr, atol=1e-6):
+        return "ovr"
+    raise ValueError("cannot tell how this estimator computes probabilities (neither softmax nor one-vs-rest)")
+
+
+# --- shared writing -------------------------------------------------------------------------
+def _token_specs():
+    import tensorflow as tf
+
+    return [
+        tf.TensorSpec([None, None], tf.int32, name="token_ids"),
+        tf.TensorSpec([None, None], tf.int32, name="padding_mask"),
+    ]
+
+
+def _gpt2_bpe_parts(tokenizer):
+    """(vocabulary dict, merges list) when `tokenizer` is GPT-2 style byte-level BPE, else None."""
+    try:
+        spec = json.loads(tokenizer.to_json())
+    except Exception:  # noqa: BLE001 - any tokenizer without a JSON form
+        return None
+    model, pre = spec.get("model") or {}, spec.get("pre_tokenizer") or {}
+    if model.get("type") != "BPE" or pre.get("type") != "ByteLevel" or not pre.get("use_regex", True):
+        return None
+    if pre.get("add_prefix_space") or spec.get("normalizer") or spec.get("added_tokens"):
+        return None
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    return dict(model["vocab"]), merges
+
+
+def _want_raw_text(raw_text, tokenizer):
+    if raw_text is False:
+        return None
+    parts = _gpt2_bpe_parts(tokenizer)
+    if parts is None:
+        if raw_text is True:
+            raise ValueError("raw-text serving needs a GPT-2 byte-level BPE tokenizer (keras-hub BytePairTokenizer)")
+        return None
+    try:
+        import tensorflow_text  # noqa: F401
+    except ImportError:
+        if raw_text is True:
+            raise ValueError("raw-text serving needs tensorflow_text (pip install tensorflow-text)") from None
+        return None
+    return parts
+
+
+class _TextEncoder:
+    """In-graph text (+ prompt) -> (token_ids, padding_mask) with keras-hub's BytePairTokenizer."""
+
+    def __init__(self, parts, prompt_ids, prompt, max_length, pad_id=0):
+        import keras_hub
+
+        vocab, merges = parts
+        self.tokenizer = keras_hub.tokenizers.BytePairTokenizer(
+            vocabulary=vocab, merges=merges, unsplittable_tokens=[], name="text_tokenizer"
+        )
+        self.prompt = prompt or ""
+        self.prompt_ids = list(prompt_ids)
+        self.max_length = int(max_length)
+        self.pad_id = int(pad_id)
+        import tensorflow as tf
+
+        # Eagerly, keras-hub tokenizers may return Python lists; run in a graph, as served.
+        self.encode = tf.function(self.__call__, input_signature=[tf.TensorSpec([None], tf.string)])
+
+    def _ids(self, texts):
+        import tensorflow as tf
+
+        ids = self.tokenizer(texts)
+        if not isinstance(ids, tf.RaggedTensor):  # keras-hub returns dense rows when all have one length
+            ids = tf.RaggedTensor.from_tensor(ids)
+        return tf.cast(ids, tf.int32)
+
+    def __call__(self, texts):
+        import tensorflow as tf
+
+        joint = self._ids(texts + self.prompt) if self.prompt else self._ids(texts)
+        n = tf.shape(texts)[0]
+        keep = self.max_length - len(self.prompt_ids)
+        if self.prompt:
+            text_ids = self._ids(texts)
+            prompt = tf.RaggedTensor.from_tensor(tf.tile(tf.constant([self.prompt_ids], tf.int32), [n, 1]))
+            trunc = tf.concat([text_ids[:, -keep:], prompt], axis=1)
+        else:
+            trunc = joint[:, -self.max_length:]
+        joint_len = joint.row_lengths()
+        too_long = joint_len > self.max_length
+        lengths = tf.where(too_long, trunc.row_lengths(), joint_len)
+        width = tf.cast(tf.reduce_max(lengths), tf.int32)
+        shape = tf.stack([n, width])
+        a = joint.to_tensor(default_value=self.pad_id)[:, :width]
+        a = tf.pad(a, [[0, 0], [0, width - tf.shape(a)[1]]], constant_values=self.pad_id)
+        b = trunc.to_tensor(default_value=self.pad_id, shape=shape)
+        ids = tf.where(too_long[:, None], b, a)
+        mask = tf.sequence_mask(lengths, width, dtype=tf.int32)
+        return ids, mask
+
+
+def _write_export(path, probabilities_fn, trackables, tokenizer, meta, raw_parts=None, check_texts=None):
+    """Write the SavedModel (+ optional text endpoint), tokenizer, metadata, README and predict.py."""
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    for t in trackables:
+        archive.track(t)
+
+    def serve(token_ids, padding_mask):
+        return {"probabilities": probabilities_fn(token_ids, padding_mask)}
+
+    archive.add_endpoint(ENDPOINT, serve, input_signature=_token_specs())
+    encoder = None
+    if raw_parts is not None:
+        prompt = meta.get("prompt")
+        if prompt and meta.get("strip_prompt_space"):
+            prompt = prompt.rstrip(" ")
+        prompt_ids = tokenizer.encode(prompt) if prompt else []
+        encoder = _TextEncoder(raw_parts, prompt_ids, prompt, meta["max_length"])
+        encoder.encode(tf.constant(["a"]))  # builds the tokenizer layer (ExportArchive tracks built layers only)
+        archive.track(encoder.tokenizer)
+
+        def serve_text(text):
+            ids, mask = encoder(text)
+            return {"probabilities": probabilities_fn(ids, mask)}
+
+        archive.add_endpoint(TEXT_ENDPOINT, serve_text, input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+        meta["raw_text_endpoint"] = TEXT_ENDPOINT
+        if check_texts:
+            meta["raw_text_check"] = _check_encoder(encoder, tokenizer, list(check_texts), meta)
+    else:
+        meta["raw_text_endpoint"] = None
+    os.makedirs(path, exist_ok=True)
+    archive.write_out(path, verbose=False)
+    tokenizer.save(path)
+    meta.update({
+        "format": EXPORT_FORMAT,
+        "signature": SIGNATURE,
+        "endpoint": ENDPOINT,
+        "inputs": {"token_ids": "int32 [batch, time]", "padding_mask": "int32 [batch, time] (1 = real token)"},
+        "outputs": {"probabilities": "float32 [batch, num_classes]"},
+        "tokenizer": "tokenizer.json",
+        "truncation": TRUNCATION_RULE,
+        "pad_id": 0,
+    })
+    with open(os.path.join(path, META_FILE), "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=1)
+    with open(os.path.join(path, "predict.py"), "w", encoding="utf-8") as f:
+        f.write(PREDICT_PY)
+    with open(os.path.join(path, "README.md"), "w", encoding="utf-8") as f:
+        f.write(_readme(meta))
+    return path
+
+
+def _check_encoder(encoder, tokenizer, texts, meta):
+    import tensorflow as tf
+
+    from tflm.features.inputs import encode_texts
+
+    ref, _ = encode_texts(tokenizer, texts, meta.get("prompt"), meta["max_length"], meta.get("strip_prompt_space", False))
+    mismatches = 0
+    for i in range(0, len(texts), 256):
+        ids, mask = encoder.encode(tf.constant(texts[i : i + 256]))
+        ids, mask = np.asarray(ids), np.asarray(mask)
+        for j, r in enumerate(ref[i : i + 256]):
+            if list(ids[j][mask[j] == 1]) != list(r):
+                mismatches += 1
+    return {"texts": len(texts), "mismatches": mismatches}
+
+
+# --- fine-tuned classifiers -------------------------------------------------------------------
+def export_classifier(model, path, tokenizer, label_names=None, prompt=None, strip_prompt_space=False,
+                      max_length=1024, raw_text="auto", check_texts=None, extra=None):
+    """Export a `Classifier` (logits or probabilities) as a SavedModel; see the module docstring.
+
+    Args:
+        model: a `tflm.finetune.Classifier`.
+        path: output folder.
+        tokenizer: the model's `tflm.tokenization.Tokenizer` (saved as tokenizer.json).
+        label_names: names of the classes, in order.
+        prompt / strip_prompt_space / max_length: how texts were encoded in
+            training (recorded for step 1; used by the raw-text endpoint).
+        raw_text: add the ``serve_text`` endpoint: "auto", True or False.
+        check_texts: texts to compare the in-graph tokenizer against the
+            exact one on (count recorded in tflm_export.json).
+        extra: more JSON-serializable metadata.
+    """
+    from keras import ops
+
+    def probabilities(token_ids, padding_mask):
+        out = model({"token_ids": token_ids, "padding_mask": padding_mask}, training=False)
+        return out if getattr(model, "output_probabilities", False) else ops.softmax(out, axis=-1)
+
+    num_classes = int(model.outputs[0].shape[-1])
+    meta = {
+        "kind": "classifier",
+        "num_classes": num_classes,
+        "label_names": list(label_names) if label_names is not None else [str(i) for i in range(num_classes)],
+        "prompt": prompt,
+        "strip_prompt_space": bool(strip_prompt_space),
+        "max_length": int(max_length),
+        **(extra or {}),
+    }
+    raw = _want_raw_text(raw_text, tokenizer)
+    return _write_export(path, probabilities, [model], tokenizer, meta, raw, check_texts)
+
+
+# --- linear probes -------------------------------------------------------------------------------
+def export_probe(lm, W, b, path, prompt=None, feature="f", mode=None, label_names=None, word_ids=None,
+                 strip_prompt_space=False, max_length=None, raw_text="auto", check_texts=None, extra=None):
+    """Export a frozen LM feature + a fitted linear probe as one SavedModel (same contract).
+
+    Args:
+        lm: the `LanguageModel` the features came from.
+        W: (k, n_features) weights, sklearn's ``coef_`` (one row for a binary probe).
+        b: (k,) intercepts, sklearn's ``intercept_``.
+        path: output folder.
+        prompt: the prompt appended when the probe's features were computed.
+        feature: which `FeatureExtractor` output the probe reads ("f",
+            "phi_p", "subset", ...).
+        mode: "binary" | "multinomial" | "ovr" (see `LinearProbeHead`);
+            None: "binary" for one row, else "multinomial". Use
+            `export_sklearn_probe` to read it off a fitted estimator.
+        word_ids: word-feature token ids (for "subset" / "class" / "posneg").
+    """
+    feature = {"random_projection": "proj"}.get(feature, feature)
+    if feature not in FEATURES:
+        raise ValueError(f"unknown feature {feature!r}; choose one of {list(FEATURES)}")
+    W = np.atleast_2d(np.asarray(W, np.float64))
+    b = np.asarray(b, np.float64).reshape(-1)
+    if b.shape[0] != W.shape[0]:
+        raise ValueError(f"W has {W.shape[0]} rows but b has {b.shape[0]} entries")
+    mode = mode or ("binary" if W.shape[0] == 1 else "multinomial")
+    extractor = FeatureExtractor(lm.backbone, lm.head, features=[feature], word_ids=word_ids, name="features")
+    head = LinearProbeHead(W.shape[1], W.shape[0], mode=mode, name="probe")
+    head.build()
+    head.kernel.assign(W.T.astype("float32"))
+    head.bias.assign(b.astype("float32"))
+    probe_model = _ProbeModel(extractor, head, feature)
+    dummy = {"token_ids": np.zeros((1, 1), np.int32), "padding_mask": np.ones((1, 1), np.int32)}
+    n_out = int(np.asarray(probe_model(dummy)).shape[-1])
+    got = int(np.asarray(extractor(dummy)[feature]).shape[-1])
+    if got != W.shape[1]:
+        raise ValueError(f"feature {feature!r} has {got} dimensions but W has {W.shape[1]} columns")
+
+    def probabilities(token_ids, padding_mask):
+        return probe_model({"token_ids": token_ids, "padding_mask": padding_mask})
+
+    meta = {
+        "kind": "linear_probe",
+        "feature": feature,
+        "probe_mode": mode,
+        "num_classes": n_out,
+        "label_names": list(label_names) if label_names is not None else [str(i) for i in range(n_out)],
+        "prompt": prompt,
+        "strip_prompt_space": bool(strip_prompt_space),
+        "max_length": int(max_length or lm.max_sequence_length),
+        "model": lm.name,
+        **(extra or {}),
+    }
+    raw = _want_raw_text(raw_text, lm.tokenizer)
+    return _write_export(path, probabilities, [probe_model], lm.tokenizer, meta, raw, check_texts)
+
+
+def export_sklearn_probe(lm, estimator, path, **kwargs):
+    """`export_probe` with W, b and the probability mode read off a fitted sklearn estimator."""
+    return export_probe(lm, estimator.coef_, estimator.intercept_, path, mode=probe_mode(estimator), **kwargs)
+
+
+class _ProbeModel(keras.Model):
+    """FeatureExtractor -> one feature -> LinearProbeHead (for export)."""
+
+    def __init__(self, extractor, head, feature, **kwargs):
+        super().__init__(**kwargs)
+        self.extractor = extractor
+        self.head = head
+        self.feature = feature
+
+    def call(self, inputs):
+        return self.head(self.extractor(inputs)[self.feature])
+
+
+# --- files written next to the SavedModel ---------------------------------------------------
+def _readme(meta):
+    text_note = (
+        f"\nRaw strings in one graph: endpoint `{TEXT_ENDPOINT}` (`text`: tf.string [batch]). It needs "
+        "`import tensorflow_text` before `tf.saved_model.load`, uses keras-hub's in-graph GPT-2 BPE, which "
+        "differs from the exact tokenizer on rare inputs (a run of newlines followed by a letter); "
+        f"check on export: {meta.get('raw_text_check')}. `serving_default` + tokenizer.json is the reference.\n"
+        if meta.get("raw_text_endpoint") else
+        "\nNo raw-string endpoint: the exact tokenizer (Hugging Face `tokenizers`, Rust) cannot run inside a "
+        "TensorFlow graph; tokenize first (step 1).\n"
+    )
+    return f"""# tflm exported {meta['kind']}
+
+Classes: {meta['label_names']}. Prompt appended to every text: {meta['prompt']!r}
+(strip trailing space: {meta['strip_prompt_space']}). Max length: {meta['max_length']} tokens.
+
+Two steps:
+1. ids: `tokenizer.json` (Hugging Face `tokenizers`), no special tokens, {TRUNCATION_RULE}.
+2. `tf.saved_model.load(this_folder).signatures["{SIGNATURE}"](token_ids=..., padding_mask=...)`
+   with int32 [batch, time] tensors (pad id 0, mask 1 = real token) returns
+   `{{"probabilities": float32 [batch, {meta['num_classes']}]}}`.
+{text_note}
+Both steps, needing only tensorflow, numpy and tokenizers:
+
+```
+python predict.py "a gorgeous, witty film" "a dull mess"      # or texts on stdin, one per line
+```
+```python
+import importlib.util
+spec = importlib.util.spec_from_file_location("predict", "<this folder>/predict.py")
+predict = importlib.util.module_from_spec(spec); spec.loader.exec_module(predict)
+probs = predict.predict(["a gorgeous, witty film"], "<this folder>")
+```
+All settings are in `{META_FILE}`.
+"""
+
+
+PREDICT_PY = '''#!/usr/bin/env python
+"""Classify texts with the SavedModel in this folder (needs tensorflow, numpy, tokenizers; not tflm).
+
+    python predict.py "text one" "text two"     # or one text per line on stdin
+Prints one JSON line per text: {"label": ..., "probabilities": [...]}.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load(path=HERE):
+    import tensorflow as tf
+    import tokenizers
+
+    with open(os.path.join(path, "tflm_export.json"), encoding="utf-8") as f:
+        meta = json.load(f)
+    tok = tokenizers.Tokenizer.from_file(os.path.join(path, meta["tokenizer"]))
+    tok.no_padding()
+    tok.no_truncation()
+    fn = tf.saved_model.load(path).signatures[meta["signature"]]
+    return meta, tok, fn
+
+
+def encode(tok, meta, texts):
+    """Token ids of text + prompt, keeping the prompt and the end of the text."""
+    prompt, max_length = meta.get("prompt"), int(meta["max_length"])
+    if prompt and meta.get("strip_prompt_space"):
+        prompt = prompt.rstrip(" ")
+    prompt_ids = tok.encode(prompt, add_special_tokens=False).ids if prompt else []
+    out = []
+    for t in texts:
+        ids = tok.encode(t + (prompt or ""), add_special_tokens=False).ids
+        if len(ids) > max_length:
+            if prompt:
+                text_ids = tok.encode(t, add_special_tokens=False).ids
+                ids = text_ids[-(max_length - len(prompt_ids)):] + prompt_ids
+            else:
+                ids = ids[-max_length:]
+        out.append(ids)
+    return out
+
+
+def pad(id_lists, pad_id=0):
+    n, length = len(id_lists), max(len(x) for x in id_lists)
+    token_ids = np.full((n, length), pad_id, np.int32)
+    mask = np.zeros((n, length), np.int32)
+    for i, ids in enumerate(id_lists):
+        token_ids[i, : len(ids)] = ids
+        mask[i, : len(ids)] = 1
+    return token_ids, mask
+
+
+def predict(texts, path=HERE, batch_size=32, loaded=None):
+    """Class probabilities, a (len(texts), num_classes) float32 array."""
+    meta, tok, fn = loaded or load(path)
+    ids = encode(tok, meta, list(texts))
+    out = []
+    for i in range(0, len(ids), batch_size):
+        token_ids, mask = pad(ids[i : i + batch_size], meta.get("pad_id", 0))
+        out.append(fn(token_ids=token_ids, padding_mask=mask)["probabilities"].numpy())
+    return np.concatenate(out) if out else np.zeros((0, meta["num_classes"]), np.float32)
+
+
+if __name__ == "__main__":
+    texts = sys.argv[1:] or [line.rstrip("\\n") for line in sys.stdin if line.strip()]
+    loaded = load(HERE)
+    for p in predict(texts, loaded=loaded):
+        print(json.dumps({"label": loaded[0]["label_names"][int(np.argmax(p))], "probabilities": p.tolist()}))
+'''
