@@ -170,6 +170,7 @@ def test_resume_after_kill_matches_uninterrupted(corpus, quad_run, tmp_path):
 # --- MirroredStrategy over two logical CPUs = single device ---------------------
 MIRRORED_SCRIPT = """
 import tensorflow as tf
+tf.config.set_visible_devices([], "GPU")  # two logical CPUs are the replicas, also on a GPU machine
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import json, sys, numpy as np, keras

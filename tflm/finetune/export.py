@@ -372,7 +372,7 @@ def export_probe(lm, W, b, path, prompt=None, feature="f", mode=None, label_name
     head.build()
     head.kernel.assign(W.T.astype("float32"))
     head.bias.assign(b.astype("float32"))
-    probe_model = _ProbeModel(extractor, head, feature)
+    probe_model = _ProbeModel(extractor, head, feature, name="probe_model")
     dummy = {"token_ids": np.zeros((1, 1), np.int32), "padding_mask": np.ones((1, 1), np.int32)}
     n_out = int(np.asarray(probe_model(dummy)).shape[-1])
     got = int(np.asarray(extractor(dummy)[feature]).shape[-1])

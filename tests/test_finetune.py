@@ -1,0 +1,345 @@
+"""Fine-tuning: classifier, grid + reports, resume after a kill, export parity, Mirrored, CLI errors.
+
+Tiny GPT-2 (d=16) on a balanced 32 / 16 / 16 folder task cut from the
+shipped SST-2 train file. Fresh-process checks run `python -c` subprocesses.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from tflm import cli  # noqa: E402
+from tflm.features import FeatureExtractor  # noqa: E402
+from tflm.features.inputs import encode_texts  # noqa: E402
+from tflm.finetune import Classifier, LMSnapshot, finetune, finetune_splits, read_events  # noqa: E402
+from tflm.finetune.callbacks import PatienceStop  # noqa: E402
+from tflm.finetune.export import export_classifier, export_sklearn_probe, probe_mode  # noqa: E402
+from tflm.finetune.grid import parse_grid  # noqa: E402
+from tflm.models import load_lm  # noqa: E402
+from tflm.tasks import PACKAGED_DATA_DIR, load_split, task_from_folder  # noqa: E402
+from tflm.tokenization.tokenizer import pad_batch  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GRID = dict(lrs=(1e-3, 3e-3), batch_sizes=(8, 16), epochs=2, seed=0, verbose=0)
+TIME_KEYS = ("wall_time_s", "selected_model", "export_dir")
+
+
+def run_python(code, timeout=300, env=None):
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow", **(env or {}))
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def last_json(stdout):
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def strip_times(obj):
+    if isinstance(obj, dict):
+        return {k: strip_times(v) for k, v in obj.items() if k not in TIME_KEYS}
+    if isinstance(obj, list):
+        return [strip_times(v) for v in obj]
+    return obj
+
+
+@pytest.fixture(scope="module")
+def toy_task(tmp_path_factory):
+    """A balanced folder task: 32 train, 16 dev, 16 test short SST-2 sentences."""
+    with open(os.path.join(PACKAGED_DATA_DIR, "sst2", "train.tsv"), encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t", 1) for line in f][1:]
+    by_label = {y: [t for lab, t in rows if lab == y and len(t) < 90][:32] for y in ("0", "1")}
+    folder = tmp_path_factory.mktemp("toy")
+    parts = {"train": slice(0, 16), "dev": slice(16, 24), "test": slice(24, 32)}
+    for split, sl in parts.items():
+        lines = ["label\ttext"]
+        for i in range(sl.stop - sl.start):
+            for y in ("0", "1"):
+                lines.append(f"{y}\t{by_label[y][sl.start + i]}")
+        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def grid_report(toy_task, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("grid"))
+    report = finetune("tiny-gpt2", toy_task, out_dir=out, **GRID)
+    return out, report
+
+
+# --- the classifier ---------------------------------------------------------------------
+@pytest.mark.parametrize("spec", ["tiny-gpt2", "tiny-gpt2-untied", "tiny-llama"])
+def test_classifier_is_linear_head_on_f_and_reloads(spec, tmp_path):
+    lm = load_lm(spec)
+    model = LMSnapshot(lm).classifier(3, dropout=0.1)
+    ids, _ = encode_texts(lm.tokenizer, ["a fine film", "not good at all , really"], None, 64)
+    token_ids, mask = pad_batch(ids)
+    x = {"token_ids": token_ids, "padding_mask": mask}
+    logits = np.asarray(model(x, training=False))
+    # f at the last real token (after f_lin for the untied model), then the Dense head.
+    f = np.asarray(FeatureExtractor(lm.backbone, lm.head, features=["f"])(x)["f"])
+    kernel, bias = [np.asarray(w) for w in model.logits_layer.weights]
+    np.testing.assert_allclose(logits, f @ kernel + bias, atol=1e-5)
+    # Extra right padding changes nothing (pooling uses the mask, not a pad-token search).
+    wide_ids, wide_mask = pad_batch(ids, length=token_ids.shape[1] + 5)
+    np.testing.assert_allclose(
+        np.asarray(model({"token_ids": wide_ids, "padding_mask": wide_mask})), logits, atol=1e-5)
+    path = str(tmp_path / "clf.keras")
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    assert isinstance(reloaded, Classifier)
+    np.testing.assert_allclose(np.asarray(reloaded(x)), logits, atol=1e-6)
+    probs = LMSnapshot(lm).classifier(3, output_probabilities=True)
+    probs.set_weights(model.get_weights())
+    np.testing.assert_allclose(np.asarray(probs(x)).sum(1), 1.0, atol=1e-6)
+
+
+# --- splits and small helpers ---------------------------------------------------------------
+def test_paper_splits_sst2_and_agnews(tmp_path):
+    splits, how = finetune_splits("sst2", seed=0)
+    sizes = {k: len(v[0]) for k, v in splits.items()}
+    assert sizes == {"train": 6920, "dev": 910, "test": 911}, sizes
+    assert "test split in half" in how
+    assert sorted(splits["dev"][0] + splits["test"][0]) == sorted(load_split("sst2", "test")[0])
+    again, _ = finetune_splits("sst2", seed=0)
+    assert again["dev"][0] == splits["dev"][0]
+    other, _ = finetune_splits("sst2", seed=1)
+    assert other["dev"][0] != splits["dev"][0]
+    # AG News: training data (train + a dev file, when present) split 90/10; test kept.
+    d = tmp_path / "agnews"
+    d.mkdir()
+    rows = [f"{i % 4}\tnews item number {i}" for i in range(100)]
+    (d / "train.tsv").write_text("label\ttext\n" + "\n".join(rows[:80]) + "\n")
+    (d / "dev.tsv").write_text("label\ttext\n" + "\n".join(rows[80:]) + "\n")
+    (d / "test.tsv").write_text("label\ttext\n" + "\n".join(rows[:12]) + "\n")
+    splits, how = finetune_splits("agnews", data_dir=str(tmp_path), seed=0)
+    assert {k: len(v[0]) for k, v in splits.items()} == {"train": 90, "dev": 10, "test": 12}
+    assert "pooled" in how
+    assert sorted(splits["train"][0] + splits["dev"][0]) == sorted(r.split("\t")[1] for r in rows)
+
+
+def test_parse_grid_and_patience():
+    assert parse_grid("5e-5, 1e-4", float, "--lrs") == [5e-5, 1e-4]
+    assert parse_grid([8, 16], int, "--batch-sizes") == [8, 16]
+    for bad, kind in (("1e-4,x", float), ("8,1.5", int), ("0", float), ("-8", int), ("8,8", int), ("", int),
+                      ("nan", float)):
+        with pytest.raises(ValueError):
+            parse_grid(bad, kind, "--x")
+    entries = [{"val_accuracy": v} for v in (0.5, 0.7, 0.7, 0.6)]
+    assert PatienceStop.should_stop(entries, 2)  # best at epoch 2, two epochs without improvement
+    assert not PatienceStop.should_stop(entries, 3)
+    assert not PatienceStop.should_stop(entries[:2], 1)
+
+
+# --- the grid -----------------------------------------------------------------------------
+def test_grid_selects_by_dev_and_writes_reports(grid_report):
+    out, report = grid_report
+    runs = report["runs"]
+    assert [r["run"] for r in runs] == ["lr0.001_bs8", "lr0.001_bs16", "lr0.003_bs8", "lr0.003_bs16"]
+    best_dev = max(r["dev_accuracy"] for r in runs)
+    first_best = next(r for r in runs if r["dev_accuracy"] == best_dev)
+    assert report["selected"]["run"] == first_best["run"]
+    assert report["test_accuracy"] == first_best["test_accuracy"]
+    for r in runs:
+        assert r["epochs_run"] == 2 and len(r["history"]["val_accuracy"]) == 2
+        assert r["steps_per_epoch"] == 32 // r["batch_size"]
+        # The restored best epoch is the one with the best dev accuracy, and re-evaluating gives it.
+        curve = r["history"]["val_accuracy"]
+        assert r["best_epoch"] == int(np.argmax(curve)) + 1
+        assert r["dev_accuracy"] == pytest.approx(max(curve), abs=1e-6)
+        assert 0.0 <= r["test_accuracy"] <= 1.0
+    with open(os.path.join(out, "results.json")) as f:
+        assert strip_times(json.load(f)) == strip_times(json.loads(json.dumps(report)))
+    md = open(os.path.join(out, "results.md")).read()
+    assert "| **" + report["selected"]["run"] + "** |" in md and md.count("\n| lr0.") == 3
+    with open(os.path.join(out, "dev_accuracy.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.path.isdir(os.path.join(out, report["selected"]["run"], "logs"))  # TensorBoard
+    model = keras.models.load_model(os.path.join(out, "selected_model.keras"))
+    assert isinstance(model, Classifier) and model.num_classes == 2
+
+
+def test_grid_resumes_after_kill_and_reports_the_same(grid_report, toy_task, tmp_path):
+    _, reference = grid_report
+    out = str(tmp_path / "resumed")
+    # Killed right after the first epoch of the second run was backed up.
+    code = f"""
+        import os, keras
+        from tflm.finetune import finetune
+
+        class KillAt(keras.callbacks.Callback):
+            runs = 0
+            def on_train_begin(self, logs=None):
+                KillAt.runs += 1
+            def on_epoch_end(self, epoch, logs=None):
+                if KillAt.runs == 2 and epoch == 0:
+                    os._exit(3)
+
+        finetune("tiny-gpt2", {toy_task!r}, out_dir={out!r}, callbacks=[KillAt()], **{GRID!r})
+    """
+    proc = run_python(code)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    with open(os.path.join(out, "grid_state.json")) as f:
+        assert list(json.load(f)["runs"]) == ["lr0.001_bs8"]
+    resumed = finetune("tiny-gpt2", toy_task, out_dir=out, **GRID)
+    events = [(e["event"], e.get("run"), e.get("epoch")) for e in read_events(out)]
+    assert events.count(("run_start", "lr0.001_bs8", None)) == 1  # the first run is not repeated
+    assert ("run_skip", "lr0.001_bs8", None) in events
+    assert ("run_resume", "lr0.001_bs16", 2) in events  # continues at epoch 2 of 2
+    assert strip_times(resumed["runs"]) == strip_times(reference["runs"])
+    assert strip_times(resumed) == strip_times(reference)
+
+
+def test_grid_refuses_other_settings_in_same_folder(grid_report, toy_task):
+    out, _ = grid_report
+    with pytest.raises(ValueError, match="differs in: epochs"):
+        finetune("tiny-gpt2", toy_task, out_dir=out, **dict(GRID, epochs=3))
+
+
+# --- export ------------------------------------------------------------------------------
+def test_export_reload_parity_in_fresh_process(grid_report, tmp_path):
+    out, report = grid_report
+    lm = load_lm("tiny-gpt2")
+    model = keras.models.load_model(os.path.join(out, "selected_model.keras"))
+    texts = ["a gorgeous , witty film", "a dull mess", "it 's good " * 40, "!"]
+    prompt = " This movie is "
+    ids, _ = encode_texts(lm.tokenizer, texts, prompt, 64)
+    token_ids, mask = pad_batch(ids)
+    ref = np.asarray(keras.ops.softmax(model({"token_ids": token_ids, "padding_mask": mask})))
+    path = str(tmp_path / "savedmodel")
+    export_classifier(model, path, lm.tokenizer, label_names=["negative", "positive"], prompt=prompt,
+                      max_length=64, check_texts=texts)
+    np.savez(tmp_path / "inputs.npz", token_ids=token_ids, padding_mask=mask, ref=ref)
+    meta = json.load(open(os.path.join(path, "tflm_export.json")))
+    assert meta["raw_text_check"] == {"texts": 4, "mismatches": 0}
+    proc = run_python(f"""
+        import importlib.util, json, sys
+        import numpy as np, tensorflow as tf
+        import tensorflow_text  # registers the tf_text ops of the optional raw-string endpoint
+        z = np.load({str(tmp_path / 'inputs.npz')!r})
+        loaded = tf.saved_model.load({path!r})
+        sig = loaded.signatures["serving_default"]
+        probs = sig(token_ids=tf.constant(z["token_ids"]), padding_mask=tf.constant(z["padding_mask"]))["probabilities"]
+        spec = importlib.util.spec_from_file_location("predict", {path + '/predict.py'!r})
+        predict = importlib.util.module_from_spec(spec); spec.loader.exec_module(predict)
+        from_text = predict.predict({texts!r}, {path!r})
+        in_graph = loaded.signatures["serve_text"](text=tf.constant({texts!r}))["probabilities"]
+        print(json.dumps({{
+            "tflm_loaded": any(k == "tflm" or k.startswith("tflm.") for k in sys.modules),
+            "inputs": sorted(sig.structured_input_signature[1]),
+            "dtypes": sorted(str(s.dtype) for s in sig.structured_input_signature[1].values()),
+            "outputs": sorted(sig.structured_outputs),
+            "diff": float(np.abs(probs.numpy() - z["ref"]).max()),
+            "diff_predict_py": float(np.abs(from_text - z["ref"]).max()),
+            "diff_text": float(np.abs(in_graph.numpy() - z["ref"]).max()),
+        }}))
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = last_json(proc.stdout)
+    assert res["tflm_loaded"] is False
+    assert res["inputs"] == ["padding_mask", "token_ids"] and res["dtypes"] == ["<dtype: 'int32'>"] * 2
+    assert res["outputs"] == ["probabilities"]
+    assert res["diff"] <= 1e-5 and res["diff_predict_py"] <= 1e-5 and res["diff_text"] <= 1e-5
+
+
+def test_probe_export_matches_sklearn_in_fresh_process(toy_task, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    lm = load_lm("tiny-gpt2")
+    texts, labels = load_split(task_from_folder(toy_task), "train")
+    ids, _ = encode_texts(lm.tokenizer, texts, None, 64)
+    token_ids, mask = pad_batch(ids)
+    feats = FeatureExtractor(lm.backbone, lm.head, features=["f", "phi_p"])(
+        {"token_ids": token_ids, "padding_mask": mask})
+    f = np.asarray(feats["f"], np.float64)
+    phi_p = np.asarray(feats["phi_p"], np.float64)
+    binary = LogisticRegression(solver="liblinear", C=10.0).fit(f, labels)
+    assert probe_mode(binary) == "binary" and binary.coef_.shape == (1, 16)
+    y3 = np.arange(len(labels)) % 3
+    multi = LogisticRegression(C=10.0, max_iter=500).fit(phi_p, y3)
+    assert probe_mode(multi) == "multinomial"
+    export_sklearn_probe(lm, binary, str(tmp_path / "probe_f"), feature="f", raw_text=False, max_length=64)
+    export_sklearn_probe(lm, multi, str(tmp_path / "probe_phi"), feature="phi_p", raw_text=False, max_length=64)
+    np.savez(tmp_path / "probe.npz", token_ids=token_ids, padding_mask=mask,
+             ref_f=binary.predict_proba(f), ref_phi=multi.predict_proba(phi_p))
+    proc = run_python(f"""
+        import json, sys
+        import numpy as np, tensorflow as tf
+        z = np.load({str(tmp_path / 'probe.npz')!r})
+        out = {{}}
+        for name in ("f", "phi"):
+            sig = tf.saved_model.load({str(tmp_path)!r} + "/probe_" + name).signatures["serving_default"]
+            p = sig(token_ids=tf.constant(z["token_ids"]), padding_mask=tf.constant(z["padding_mask"]))["probabilities"]
+            out[name] = float(np.abs(p.numpy() - z["ref_" + name]).max())
+        out["tflm_loaded"] = any(k == "tflm" or k.startswith("tflm.") for k in sys.modules)
+        print(json.dumps(out))
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = last_json(proc.stdout)
+    assert res["tflm_loaded"] is False
+    assert res["f"] <= 1e-5 and res["phi"] <= 1e-5, res
+
+
+# --- MirroredStrategy over two logical CPUs -------------------------------------------------
+def test_mirrored_two_cpus_matches_single_device(toy_task, tmp_path):
+    proc = run_python(f"""
+        import json
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from tflm.distribute import get_strategy
+        from tflm.finetune import finetune
+        kw = dict(lrs="1e-3", batch_sizes="8", epochs=1, dropout=0.0, seed=0, verbose=0)
+        mirrored = get_strategy("mirrored")
+        assert mirrored.num_replicas_in_sync == 2, mirrored.extended.worker_devices
+        a = finetune("tiny-gpt2", {toy_task!r}, strategy=mirrored, out_dir={str(tmp_path / 'm')!r}, **kw)
+        b = finetune("tiny-gpt2", {toy_task!r}, strategy="one", out_dir={str(tmp_path / 'o')!r}, **kw)
+        try:
+            finetune("tiny-gpt2", {toy_task!r}, strategy=mirrored, out_dir={str(tmp_path / 'x')!r},
+                     **dict(kw, batch_sizes="7"))
+            odd = None
+        except ValueError as e:
+            odd = str(e)
+        print(json.dumps({{"m": a["runs"][0], "o": b["runs"][0], "odd": odd}}))
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = last_json(proc.stdout)
+    m, o = res["m"], res["o"]
+    assert (m["replicas"], m["per_replica_batch_size"]) == (2, 4)
+    assert (o["replicas"], o["per_replica_batch_size"]) == (1, 8)
+    np.testing.assert_allclose(m["history"]["loss"], o["history"]["loss"], rtol=1e-5)
+    np.testing.assert_allclose(m["history"]["val_loss"], o["history"]["val_loss"], rtol=1e-5)
+    assert m["dev_accuracy"] == o["dev_accuracy"] and m["test_accuracy"] == o["test_accuracy"]
+    assert "not divisible by the 2 replicas" in res["odd"]
+
+
+# --- command line errors ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--lrs", "1e-4,abc"], "--lrs: 'abc' is not a number"),
+        (["--batch-sizes", "8,x"], "--batch-sizes: 'x' is not an integer"),
+        (["--batch-sizes", "64"], "batch size 64 is larger than the training set (32 examples)"),
+        (["--strategy", "bogus"], "unknown strategy 'bogus'"),
+    ],
+)
+def test_cli_bad_input(extra, message, toy_task, tmp_path, capsys):
+    rc = cli.main(["finetune", "--model", "tiny-gpt2", "--task", toy_task, "--out", str(tmp_path / "o"), *extra])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err.startswith("tflm finetune: error: ") and message in err and "\n" not in err
+
+
+def test_cli_malformed_tf_config(toy_task, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:1"]}')
+    rc = cli.main(["finetune", "--model", "tiny-gpt2", "--task", toy_task, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("tflm finetune: error: malformed TF_CONFIG") and "\n" not in err
