@@ -343,3 +343,19 @@ def test_cli_malformed_tf_config(toy_task, tmp_path, capsys, monkeypatch):
     rc = cli.main(["finetune", "--model", "tiny-gpt2", "--task", toy_task, "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("tflm finetune: error: malformed TF_CONFIG") and "\n" not in err
+
+
+def test_cli_end_to_end_with_early_stop_and_export(toy_task, tmp_path, capsys):
+    out, export = str(tmp_path / "out"), str(tmp_path / "export")
+    rc = cli.main(["finetune", "--model", "tiny-gpt2", "--task", toy_task, "--lrs", "3e-3", "--batch-sizes", "16",
+                   "--epochs", "4", "--early-stop", "1", "--out", out, "--export", export])
+    assert rc == 0, capsys.readouterr().err[-2000:]
+    assert "selected lr0.003_bs16" in capsys.readouterr().out
+    run = json.load(open(os.path.join(out, "results.json")))["runs"][0]
+    entries = [{"val_accuracy": v} for v in run["history"]["val_accuracy"]]
+    # Stops at the first epoch where `patience` epochs passed without a better dev accuracy.
+    assert all(not PatienceStop.should_stop(entries[:k], 1) for k in range(1, len(entries)))
+    assert run["stopped_early"] == (len(entries) < 4) and (len(entries) == 4 or PatienceStop.should_stop(entries, 1))
+    meta = json.load(open(os.path.join(export, "tflm_export.json")))
+    assert os.path.isfile(os.path.join(export, "saved_model.pb")) and os.path.isfile(os.path.join(export, "tokenizer.json"))
+    assert meta["signature"] == "serving_default" and meta["raw_text_check"] == {"texts": 16, "mismatches": 0}

@@ -101,20 +101,20 @@ class BestCheckpoint(keras.callbacks.Callback):
     keeps comparing against the epochs before the interruption.
     """
 
-    def __init__(self, directory, monitor="val_accuracy", write=True):
+    def __init__(self, directory, monitor="val_accuracy"):
         super().__init__()
         self.directory = directory
         self.monitor = monitor
-        self.write = write
         self.weights_path = os.path.join(directory, "best.weights.npz")
         self.info_path = os.path.join(directory, "best.json")
 
     def on_epoch_begin(self, epoch, logs=None):
         info = read_json(self.info_path)
         if info is not None and info["epoch"] >= epoch:
-            # Written by an attempt killed before its backup: that epoch is re-run.
-            # (Only the best epoch *before* it could be restored exactly, and it
-            # was overwritten; the re-run epochs rebuild the same decision.)
+            # Written by an attempt killed after this callback but before the
+            # backup of that epoch: the epoch is re-run from the same state and
+            # beats the earlier best again (it did the first time), so
+            # forgetting the record reproduces the uninterrupted decision.
             os.remove(self.info_path)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -124,10 +124,9 @@ class BestCheckpoint(keras.callbacks.Callback):
         info = read_json(self.info_path)
         if info is None or float(value) > info[self.monitor]:
             weights = [np.asarray(keras.ops.convert_to_numpy(w)) for w in self.model.weights]
-            if self.write:
-                tmp = self.weights_path + ".tmp.npz"
-                np.savez(tmp, *weights)
-                os.replace(tmp, self.weights_path)
+            tmp = self.weights_path + ".tmp.npz"
+            np.savez(tmp, *weights)
+            os.replace(tmp, self.weights_path)
             write_json_atomic(self.info_path, {"epoch": int(epoch), self.monitor: float(value)})
 
 

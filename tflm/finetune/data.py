@@ -15,6 +15,15 @@ the last one is filled with zero-weight rows, so dev / test accuracy counts
 every example exactly once. Each global batch is padded to its own longest
 example (rounded up to `pad_to_multiple` to limit retracing); all replicas
 of one global batch get the same padded length.
+
+Input pipelines: under `MirroredStrategy` one generator per replica
+(``InputReplicationMode.PER_REPLICA``), so the distributed dataset's
+cardinality is the number of global steps and Keras starts a fresh iterator
+(reading the current epoch) every epoch. Under `MultiWorkerMirroredStrategy`
+one generator per worker; with one device per worker (the tested case) the
+cardinality is again the step count. With several devices per worker it is
+steps x devices, and Keras then probes one step past the data each epoch
+(untested; with MirroredStrategy that mismatch shifted Adam's step count).
 """
 
 import dataclasses

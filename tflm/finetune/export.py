@@ -31,8 +31,10 @@ keras-hub 0.32 / tensorflow-text 2.21:
   TF: ``Op type not registered 'RegexSplitWithOffsets'`` otherwise);
 - it is GPT-2 byte-level BPE with GPT-2's split regex only (not the Llama-3
   tokenizers, whose regex differs);
-- in-graph ids equal the exact tokenizer's on all 9,613 SST-2 sentences and
-  3,000 AG News / IMDb texts (with and without prompt), but not always: a
+- in-graph ids (prompt and truncation included) equal the exact
+  tokenizer's on all 9,613 SST-2 sentences, 3,000 AG News test texts and
+  the 2,500 IMDb dev reviews, with and without the movie prompt, at
+  max_length 1024 and 32; but not always: a
   run of newlines followed by a letter ("c\\n\\nd") becomes one token (628)
   instead of GPT-2's two (198, 198), because keras-hub emulates the regex
   lookahead ``\\s+(?!\\S)`` (RE2 has no lookaheads) slightly differently;

@@ -192,7 +192,7 @@ def _history_columns(entries):
 def train_run(
     snapshot, num_classes, enc, lr, batch_size, epochs, strategy, run_dir, seed=0,
     early_stop=None, dropout=0.1, pad_to_multiple=8, jit_compile=False, verbose="auto",
-    callbacks=None, write=True, log=None,
+    callbacks=None, log=None,
 ):
     """Train one configuration (resuming from `run_dir` if it holds a backup).
 
@@ -240,7 +240,7 @@ def train_run(
             cb.EpochSeeds(),
             cb.RunTimer(batch_size),
             cb.EpochLog(history_path),
-            cb.BestCheckpoint(run_dir, write=True),
+            cb.BestCheckpoint(run_dir),
             *([cb.PatienceStop(history_path, early_stop)] if early_stop is not None else []),
             cb.AtomicBackupAndRestore(backup_dir),
             keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
@@ -485,6 +485,7 @@ def finetune(
             export_classifier(
                 final, export_dir, lm.tokenizer, label_names=list(task_obj.label_names), prompt=prompt_text,
                 strip_prompt_space=strip_prompt_space, max_length=max_length,
+                check_texts=split_texts["dev"][0][:1000],
                 extra={"task": task_obj.name, "model": model_id, "selected": report["selected"]},
             )
             report["export_dir"] = export_dir

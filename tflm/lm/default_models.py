@@ -6,7 +6,7 @@ import shutil
 
 from tflm.lm.pretrain import pretrain
 
-COMMON = dict(config="small", steps=1200, batch_size=16, seq_len=256, lr=2e-3, warmup_steps=100,
+COMMON = dict(config="small", steps=800, batch_size=16, seq_len=256, lr=2e-3, warmup_steps=100,
               checkpoint_every=200, valid_blocks=128, seed=0)
 DEFAULT_MODELS = {
     "xent": dict(objective="xent", untied=False, **COMMON),
