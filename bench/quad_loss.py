@@ -6,8 +6,8 @@ Run by hand (not part of the tests):
     PYTHONPATH=. python bench/quad_loss.py --quick         # small shapes, a smoke run
 
 Part 1 -- loss + gradient wall time at d=768, V=50257 (GPT-2 base), 8192
-positions (B=8, T=1024), float32, under `tf.function` (XLA with --jit, the
-default):
+positions (B=8, T=1024), float32, under `tf.function` (graph mode; --jit adds
+XLA, which was slower for all four rows on the 2-core CPU this was written on):
 
 * learned Phi: gradients w.r.t. the features and Phi; the Gram form
   recomputes G = Phi Phi^T every step (O(V d^2)), the naive form builds the
@@ -147,7 +147,7 @@ def main(argv=None):
     p.add_argument("--vocab", type=int, default=50257)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--no-jit", action="store_true", help="tf.function without XLA for part 1")
+    p.add_argument("--jit", action="store_true", help="XLA-compile the part-1 tf.functions")
     p.add_argument("--train-config", default="small")
     p.add_argument("--train-batch", type=int, default=16)
     p.add_argument("--train-seq-len", type=int, default=256)
@@ -165,10 +165,10 @@ def main(argv=None):
     if not args.skip_loss:
         n = args.batch * args.seq_len
         print(f"\nQuad loss + gradient: d={args.d}, V={args.vocab}, {n} positions "
-              f"(B={args.batch}, T={args.seq_len}), float32, jit_compile={not args.no_jit}; "
+              f"(B={args.batch}, T={args.seq_len}), float32, jit_compile={args.jit}; "
               f"median of {args.repeats} after {args.warmup} warm-up")
         rows = bench_loss(args.batch, args.seq_len, args.d, args.vocab, args.warmup, args.repeats,
-                          jit=not args.no_jit)
+                          jit=args.jit)
         learned = rows["learned Phi, naive"] / rows["learned Phi, Gram"]
         frozen = rows["frozen Phi, naive"] / rows["frozen Phi, Gram"]
         print(f"\n  {'':22s} {'naive ms':>10s} {'Gram ms':>10s} {'speed-up':>9s} {'target':>7s}")
