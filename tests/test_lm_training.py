@@ -146,7 +146,7 @@ def test_resume_after_kill_matches_uninterrupted(corpus, quad_run, tmp_path):
         pretrain(corpus={corpus!r}, out_dir={str(killed)!r}, callbacks=[KillAfter(3)], **{QUAD_RUN!r})
     """)
     assert proc.returncode == 17, proc.stderr[-3000:]
-    with open(killed / "backup" / "training_metadata.json") as f:
+    with open(killed / "backup" / "backup.json") as f:
         assert json.load(f)["epoch"] == 1  # backup after step 2; killed after step 3
     assert not os.path.exists(killed / "model")
 

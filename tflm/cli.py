@@ -64,7 +64,7 @@ def cmd_pretrain(args):
         seed=args.seed,
         jit_compile=not args.no_jit,
         weights_dtype=args.weights_dtype,
-        command="tflm " + " ".join(sys.argv[1:]),
+        command="tflm " + " ".join(args.argv),
     )
     for k in ("val_objective", "val_softmax_xent", "val_perplexity", "wall_time_s"):
         if k in card:
@@ -270,7 +270,9 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, ConnectionError, FloatingPointError) as e:

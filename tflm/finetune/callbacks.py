@@ -5,28 +5,12 @@ Order matters: `EpochLog` and `BestCheckpoint` write at the end of an epoch
 re-runs that epoch, and the re-run overwrites what the first attempt wrote.
 """
 
-import json
 import os
 
 import keras
 import numpy as np
 
-
-def write_json_atomic(path, obj):
-    """Write JSON to `path` via a temporary file and `os.replace` (never half-written)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_json(path, default=None):
-    if not os.path.isfile(path):
-        return default
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+from tflm.callbacks import AtomicBackupAndRestore, Throughput, read_json, write_json_atomic  # noqa: F401
 
 
 def _floats(logs):
@@ -163,64 +147,3 @@ class PatienceStop(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class RunTimer(keras.callbacks.Callback):
-    """Adds `examples/s` (training examples per second) to the logs and progress bar."""
-
-    def __init__(self, examples_per_step):
-        super().__init__()
-        self.examples_per_step = examples_per_step
-
-    def on_epoch_begin(self, epoch, logs=None):
-        import time
-
-        self._t0, self._steps = time.time(), 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        import time
-
-        self._steps += 1
-        if logs is not None:
-            logs["ex/s"] = self._steps * self.examples_per_step / max(time.time() - self._t0, 1e-9)
-
-
-class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """`BackupAndRestore` (epoch granularity) whose backup is one atomic commit.
-
-    Keras writes ``latest.weights.h5`` and then ``training_metadata.json``;
-    a process killed between the two resumes from a later epoch's weights
-    with an earlier epoch number. Here each backup is written to
-    ``epoch_<n>.weights.h5`` (weights + optimizer state) and then committed
-    by atomically replacing ``backup.json`` ({"epoch": n, "weights": ...});
-    older weight files are removed after the commit.
-    """
-
-    STATE = "backup.json"
-
-    def __init__(self, backup_dir):
-        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
-
-    @classmethod
-    def completed_epochs(cls, backup_dir):
-        """Epochs a backup in `backup_dir` holds (0 when there is none)."""
-        state = read_json(os.path.join(backup_dir, cls.STATE))
-        return 0 if state is None else int(state["epoch"])
-
-    def _load_model(self):
-        state = read_json(os.path.join(self.backup_dir, self.STATE))
-        if state is None:
-            return
-        if not self.model.built:
-            raise ValueError("AtomicBackupAndRestore: build the model before fit()")
-        if self.model.optimizer is not None and not self.model.optimizer.built:
-            self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(os.path.join(self.backup_dir, state["weights"]))
-        self.model._initial_epoch = int(state["epoch"])
-
-    def _save_model(self):
-        os.makedirs(self.backup_dir, exist_ok=True)
-        name = f"epoch_{self._current_epoch}.weights.h5"
-        self.model.save_weights(os.path.join(self.backup_dir, name), overwrite=True)
-        write_json_atomic(os.path.join(self.backup_dir, self.STATE), {"epoch": self._current_epoch, "weights": name})
-        for f in os.listdir(self.backup_dir):
-            if f.startswith("epoch_") and f.endswith(".weights.h5") and f != name:
-                os.remove(os.path.join(self.backup_dir, f))

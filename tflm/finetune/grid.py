@@ -238,7 +238,7 @@ def train_run(
         fit_callbacks = [
             cb.SetEpoch(counter),
             cb.EpochSeeds(),
-            cb.RunTimer(batch_size),
+            cb.Throughput(batch_size, "ex/s"),
             cb.EpochLog(history_path),
             cb.BestCheckpoint(run_dir),
             *([cb.PatienceStop(history_path, early_stop)] if early_stop is not None else []),

@@ -73,7 +73,6 @@ def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_d
         quad_model = default_model("imdb-gpt2-small-quad")
     models = [("xent" if shipped else "model", model)] + ([("quad", quad_model)] if quad_model else [])
     result = {"machine": machine_info(), "tasks": list(tasks), "max_train": max_train, "models": {}}
-    sections = []
     for label, spec in models:
         lm = load_lm(spec)
         card = _card(spec) if isinstance(spec, str) else {}

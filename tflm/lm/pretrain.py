@@ -1,7 +1,6 @@
 """`tflm pretrain`: train a causal LM with cross-entropy or Quad via `model.fit`."""
 
 import hashlib
-import json
 import math
 import os
 import platform
@@ -12,6 +11,7 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
+from tflm.callbacks import AtomicBackupAndRestore, Throughput
 from tflm.distribute import get_strategy
 from tflm.lm.causal_lm import CausalLM, make_untied_head
 from tflm.lm.corpus import block_dataset, pack_blocks, read_corpus
@@ -22,22 +22,6 @@ from tflm.tokenization import gpt2_tokenizer
 
 BACKUP_DIR = "backup"
 CHECKPOINT_DIR = "checkpoints"
-
-
-class TokensPerSecond(keras.callbacks.Callback):
-    """Adds `tok/s` (training tokens per second) to the logs and progress bar."""
-
-    def __init__(self, tokens_per_step):
-        super().__init__()
-        self.tokens_per_step = tokens_per_step
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._t0, self._steps = time.time(), 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._steps += 1
-        if logs is not None:
-            logs["tok/s"] = self._steps * self.tokens_per_step / max(time.time() - self._t0, 1e-9)
 
 
 @keras.saving.register_keras_serializable(package="tflm")
@@ -159,14 +143,6 @@ def build_causal_lm(
     return CausalLM(backbone, objective=objective, head=head, name=f"causal_lm_{objective}"), tokenizer
 
 
-def _resume_interval(backup_dir):
-    path = os.path.join(backup_dir, "training_metadata.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            return int(json.load(f)["epoch"])
-    return 0
-
-
 def _sha256(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -241,7 +217,7 @@ def pretrain(
             raise ValueError(f"{valid}: fewer than one batch ({batch_size}) of validation blocks")
 
     backup_dir = os.path.join(out_dir, BACKUP_DIR)
-    start_interval = _resume_interval(backup_dir)
+    start_interval = AtomicBackupAndRestore.completed_epochs(backup_dir)
     intervals = steps // checkpoint_every
     train_ds = block_dataset(train_blocks, batch_size, seed=seed, start_step=start_interval * checkpoint_every)
     valid_ds = None
@@ -290,10 +266,10 @@ def pretrain(
         return LanguageModel(model.backbone, tokenizer, head=model.head, name=f"tflm-{objective}")
 
     fit_callbacks = [
-        keras.callbacks.BackupAndRestore(backup_dir, save_freq="epoch", delete_checkpoint=False),
+        AtomicBackupAndRestore(backup_dir),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(os.path.join(out_dir, "logs")),
-        TokensPerSecond(batch_size * seq_len),
+        Throughput(batch_size * seq_len, "tok/s"),
         KeepCheckpoints(os.path.join(out_dir, CHECKPOINT_DIR), make_lm, checkpoint_every, card),
         *(callbacks or []),
     ]

@@ -9,7 +9,6 @@ import keras_hub
 import numpy as np
 
 from tflm.models.language_model import LanguageModel
-from tflm.models.untied_head import UntiedHead
 from tflm.tokenization import Tokenizer
 
 GPT2_PRESETS = ("gpt2_base_en", "gpt2_medium_en", "gpt2_large_en", "gpt2_extra_large_en")
