@@ -25,7 +25,7 @@ def main(argv=None):
     p.add_argument("--corpus-dir", default=os.path.join(here, "..", "..", "shared", "data", "corpus", "imdb_unsup"))
     p.add_argument("--work", default=os.path.join(here, "..", "runs", "default_models"))
     p.add_argument("--out", default=os.path.join(here, "..", "saved_models"))
-    p.add_argument("--only", choices=sorted(DEFAULT_MODELS), action="append")
+    p.add_argument("--only", choices=DEFAULT_MODELS, action="append")
     args = p.parse_args(argv)
     for name in args.only or ["xent", "quad"]:
         train_default_model(name, args.corpus_dir, args.work, args.out, command=" ".join(sys.argv))

@@ -117,3 +117,14 @@ def test_accuracy_vs_loss_rejects_mixed_architectures(tmp_path, data_dir, capsys
                  f"{tmp_path / 'a'},{tmp_path / 'b'}", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "differ" in err and err.count("\n") == 1
+
+
+def test_reproduce_finetune_column(tmp_path, data_dir):
+    res = reproduce(model="tiny-gpt2", tasks=["sst2"], data_dir=data_dir, out_dir=str(tmp_path),
+                    features=["f"], contexts=300, pca_dims=4, finetune=True,
+                    finetune_kwargs={"lrs": [1e-4], "batch_sizes": [8], "epochs": 1, "verbose": 0},
+                    log=lambda *a: None)
+    ft = res["finetune"]["sst2"]
+    assert 0 <= ft["test_accuracy"] <= 1 and ft["selected"]["lr"] == 1e-4
+    header = open(os.path.join(tmp_path, "REPORT.md")).read().split("## Table 1 shape")[1].splitlines()[4]
+    assert "FT" in header

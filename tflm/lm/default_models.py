@@ -1,4 +1,11 @@
-"""The recipe of the default models shipped in `saved_models/`."""
+"""The recipe of the default models shipped in `saved_models/`.
+
+Two stages for the cross-entropy model (800 steps from scratch, then 800 more steps from
+that model at a lower peak learning rate), and the paper's Quad setup for the Quad model:
+untied head (body -> f_lin -> Phi) with Phi and the input embeddings initialised from the
+stage-1 cross-entropy model and Phi frozen ("fixed Phi", as the paper's code does with
+pretrained GPT-2 embeddings). All on ../shared/data/corpus/imdb_unsup with the GPT-2 BPE.
+"""
 
 import json
 import os
@@ -6,31 +13,48 @@ import shutil
 
 from tflm.lm.pretrain import pretrain
 
-COMMON = dict(config="small", steps=800, batch_size=16, seq_len=256, lr=2e-3, warmup_steps=100,
-              checkpoint_every=200, valid_blocks=128, seed=0)
-DEFAULT_MODELS = {
-    "xent": dict(objective="xent", untied=False, **COMMON),
-    "quad": dict(objective="quad", untied=True, **COMMON),
+COMMON = dict(steps=800, batch_size=16, seq_len=256, warmup_steps=100, checkpoint_every=200,
+              valid_blocks=128, seed=0)
+# name -> (pretrain arguments, the stage it starts from or None)
+STAGES = {
+    "xent_stage1": (dict(objective="xent", config="small", lr=2e-3, **COMMON), None),
+    "xent": (dict(objective="xent", lr=1e-3, **COMMON), "xent_stage1"),
+    "quad": (dict(objective="quad", config="small", untied=True, fix_phi=True, lr=2e-3, **COMMON), "xent_stage1"),
 }
+DEFAULT_MODELS = ("xent", "quad")
 SHIPPED_NAMES = {"xent": "imdb-gpt2-small-xent", "quad": "imdb-gpt2-small-quad"}
+
+
+def train_stage(name, corpus_dir, work_dir, command=None):
+    """Train one stage (and the stage it starts from, if not yet trained)."""
+    args, parent = STAGES[name]
+    args = dict(args)
+    if parent is not None:
+        parent_model = os.path.join(work_dir, parent, "model")
+        if not os.path.isdir(parent_model):
+            train_stage(parent, corpus_dir, work_dir, command)
+        if name == "quad":
+            args["init_embeddings"] = parent_model  # input embeddings and (frozen) Phi
+        else:
+            args["init"] = parent_model
+            args.pop("config", None)
+    return pretrain(
+        corpus=os.path.join(corpus_dir, "train.txt"),
+        valid=os.path.join(corpus_dir, "valid.txt"),
+        out_dir=os.path.join(work_dir, name),
+        weights_dtype="float16",
+        command=command,
+        **args,
+    )
 
 
 def train_default_model(name, corpus_dir, work_dir, out_dir, command=None):
     """Train one default model and copy it (float16) to `out_dir/<shipped name>`."""
-    recipe = DEFAULT_MODELS[name]
-    run_dir = os.path.join(work_dir, name)
-    card = pretrain(
-        corpus=os.path.join(corpus_dir, "train.txt"),
-        valid=os.path.join(corpus_dir, "valid.txt"),
-        out_dir=run_dir,
-        weights_dtype="float16",
-        command=command,
-        **recipe,
-    )
+    card = train_stage(name, corpus_dir, work_dir, command)
     target = os.path.join(out_dir, SHIPPED_NAMES[name])
     tmp = target + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(os.path.join(run_dir, "model"), tmp)
+    shutil.copytree(os.path.join(work_dir, name, "model"), tmp)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     print(json.dumps({k: v for k, v in card.items() if k != "history"}, indent=1))
