@@ -17,7 +17,8 @@ from tflm.analysis.log_partition import (
     plot_log_partition_fit,
 )
 from tflm.features import SentenceFeatures
-from tflm.jobs.data import load_texts, resolve_task
+from tflm.features.extract import default_cache_dir
+from tflm.jobs.data import load_texts, resolve_task, subsample
 from tflm.models import load_lm
 from tflm.probes import logistic_probe
 from tflm.report import fmt, markdown_table, write_atomic, write_json
@@ -40,6 +41,9 @@ def log_partition_check(lm, texts, out_png, n_contexts=8000, pca_dims=32, test_f
     log Z with y = x; returns the numbers.
     """
     sf = sf or SentenceFeatures(lm, progress=False)
+    # enough texts for about 3x the contexts needed (contexts are sampled from all positions)
+    lengths = np.cumsum([len(x) for x in lm.tokenizer.encode_batch(list(texts))])
+    texts = list(texts)[: int(np.searchsorted(lengths, 3 * n_contexts)) + 1]
     f = sf.context_f(texts, max_contexts=n_contexts, seed=seed)
     phi = np.asarray(lm.output_embeddings())
     f, logz = collect_log_partition(f, phi, dtype="float32")
@@ -90,9 +94,7 @@ def accuracy_vs_loss(checkpoints, task, out_png, data_dir=None, max_train=2000, 
     records = []
     tr, y_tr, _ = load_texts(task, "train", data_dir)
     te, y_te, _ = load_texts(task, "test", data_dir)
-    if max_train and max_train < len(tr):
-        idx = np.sort(np.random.default_rng(seed).permutation(len(tr))[:max_train])
-        tr, y_tr = [tr[i] for i in idx], y_tr[idx]
+    tr, y_tr, _ = subsample(tr, y_tr, max_train, seed)
     for path in checkpoints:
         lm = load_lm(path)
         card_path = os.path.join(path, "model_card.json")
@@ -120,17 +122,20 @@ def analyze(model, task, out_dir, data_dir=None, checkpoints=None, n_contexts=80
     if model is not None:
         lm = load_lm(model) if isinstance(model, str) else model
         result["model"] = lm.name
-        sf = SentenceFeatures(lm, progress=False)
+        sf = SentenceFeatures(lm, progress=False, cache_dir=default_cache_dir())
         tr, y_tr, _ = load_texts(task, "train", data_dir)
         te, y_te, _ = load_texts(task, "test", data_dir)
-        if max_train and max_train < len(tr):
-            idx = np.sort(np.random.default_rng(seed).permutation(len(tr))[:max_train])
-            tr, y_tr = [tr[i] for i in idx], y_tr[idx]
+        tr, y_tr, sub = subsample(tr, y_tr, max_train, seed)
         log(f"log-partition check on contexts of {task.name} train ({lm.name})")
         result["log_partition"] = log_partition_check(
             lm, tr, os.path.join(out_dir, "log_partition.png"), n_contexts, pca_dims, seed=seed, sf=sf)
         log("linear relation phi_p ~ A f + b")
-        result["linear_relation"] = linear_relation_check(sf, sf.f(tr), y_tr, sf.f(te), y_te)
+        # same cache identities as `tflm probe`, so features it computed are reused
+        train_id = {"task": task.name, "split": f"train[{len(tr)}]" if sub else "train",
+                    "detokenize": False}
+        f_tr = sf.f(tr, identity=train_id)
+        f_te = sf.f(te, identity={"task": task.name, "split": "test", "detokenize": False})
+        result["linear_relation"] = linear_relation_check(sf, f_tr, y_tr, f_te, y_te)
     if checkpoints:
         paths = []
         for c in checkpoints:

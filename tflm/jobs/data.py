@@ -30,3 +30,11 @@ def load_texts(task, split, data_dir=None, detokenize=False):
         np.concatenate([p[1] for p in parts]),
         np.concatenate([p[2] for p in parts]),
     )
+
+
+def subsample(texts, labels, n, seed=0):
+    """A seeded subsample of n examples in their original order; (texts, labels, subsampled?)."""
+    if n is None or n >= len(texts):
+        return texts, labels, False
+    idx = np.sort(np.random.default_rng(seed).permutation(len(texts))[:n])
+    return [texts[i] for i in idx], labels[idx], True

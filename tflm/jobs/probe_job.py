@@ -9,7 +9,7 @@ from tflm.features import SentenceFeatures
 from tflm.features.extract import default_cache_dir
 from tflm.features.feature_extractor import FEATURES, WORD_FEATURES
 from tflm.features.task_words import task_word_ids
-from tflm.jobs.data import load_texts, resolve_task
+from tflm.jobs.data import load_texts, resolve_task, subsample
 from tflm.models import load_lm
 from tflm.probes import logistic_probe, random_split_probe, softmax_probe
 from tflm.probes.zero_shot import zero_shot_probe
@@ -24,13 +24,6 @@ def check_probe_features(names):
     if bad:
         raise ValueError(f"unknown feature name(s) {bad}; choose from {list(PROBE_FEATURES)}")
     return [n for n in TABLE_ORDER if n in names]
-
-
-def _subsample(texts, labels, n, seed):
-    if n is None or n >= len(texts):
-        return texts, labels, False
-    idx = np.sort(np.random.default_rng(seed).permutation(len(texts))[:n])
-    return [texts[i] for i in idx], labels[idx], True
 
 
 def _strip(result):
@@ -68,7 +61,7 @@ def probe_task(lm, task, features, prompt, data_dir=None, word_mode="logits", ma
     else:
         tr_texts, y_tr, _ = load_texts(task, "train", data_dir, detokenize)
         te_texts, y_te, _ = load_texts(task, "test", data_dir, detokenize)
-        tr_texts, y_tr, sub = _subsample(tr_texts, y_tr, max_train, seed)
+        tr_texts, y_tr, sub = subsample(tr_texts, y_tr, max_train, seed)
         if sub:
             log(f"  {name}: train subsampled to {len(tr_texts)} examples (--max-train)")
         f_tr, f_te = feats("train" if not sub else f"train[{len(tr_texts)}]", tr_texts), feats("test", te_texts)
