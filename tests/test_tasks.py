@@ -27,7 +27,7 @@ from tflm.tasks import (
 )
 from tflm.tasks import loaders, registry
 
-SHARED = os.environ.get("TFLM_SHARED_DATA", "/work/shared/data")
+SHARED = os.environ.get("TFLM_SHARED_DATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
 needs_shared = pytest.mark.skipif(
     not os.path.isdir(SHARED), reason=f"shared data folder {SHARED} not present"
 )
@@ -247,7 +247,7 @@ def test_task_from_folder(tmp_path):
 
 
 # --- loading the shared data ---------------------------------------------------------
-SIZES = {  # /work/shared/data/README.md
+SIZES = {  # ../shared/data/README.md
     "agnews": {"train": 4500, "dev": 500, "test": 7600},
     "cr": {"train": 3017, "dev": 376, "test": 378, "all": 3771},
     "dbpedia": {"train": 4500, "dev": 500, "test": 5000},

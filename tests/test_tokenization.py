@@ -18,12 +18,12 @@ from tflm.tokenization.tokenizer import GPT2_ASSET_DIR
 # ByteLevelBPETokenizer(vocab, merges) warns that BPE.__init__ from files is deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:Deprecated in 0.9.0:DeprecationWarning")
 
-SHARED_BPE = "/work/shared/gpt2_bpe"
+SHARED_BPE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "gpt2_bpe")
 BPE_DIR = SHARED_BPE if os.path.isdir(SHARED_BPE) else GPT2_ASSET_DIR
 VOCAB = os.path.join(BPE_DIR, "vocab.json")
 MERGES = os.path.join(BPE_DIR, "merges.txt")
 SST2_TEST = os.path.join(
-    os.environ.get("TFLM_SHARED_DATA", "/work/shared/data"), "sst2", "test.tsv"
+    os.environ.get("TFLM_SHARED_DATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")), "sst2", "test.tsv"
 )
 if not os.path.isfile(SST2_TEST):  # the copy shipped with tflm
     SST2_TEST = os.path.join(os.path.dirname(GPT2_ASSET_DIR), "data", "sst2", "test.tsv")
