@@ -216,7 +216,7 @@ def test_export_reload_parity_in_fresh_process(grid_report, tmp_path):
     ref = np.asarray(keras.ops.softmax(model({"token_ids": token_ids, "padding_mask": mask})))
     path = str(tmp_path / "savedmodel")
     export_classifier(model, path, lm.tokenizer, label_names=["negative", "positive"], prompt=prompt,
-                      max_length=64, check_texts=texts)
+                      max_length=64, check_texts=texts, raw_text=True)
     np.savez(tmp_path / "inputs.npz", token_ids=token_ids, padding_mask=mask, ref=ref)
     meta = json.load(open(os.path.join(path, "tflm_export.json")))
     assert meta["raw_text_check"] == {"texts": 4, "mismatches": 0}
@@ -348,7 +348,7 @@ def test_cli_malformed_tf_config(toy_task, tmp_path, capsys, monkeypatch):
 def test_cli_end_to_end_with_early_stop_and_export(toy_task, tmp_path, capsys):
     out, export = str(tmp_path / "out"), str(tmp_path / "export")
     rc = cli.main(["finetune", "--model", "tiny-gpt2", "--task", toy_task, "--lrs", "3e-3", "--batch-sizes", "16",
-                   "--epochs", "4", "--early-stop", "1", "--out", out, "--export", export])
+                   "--epochs", "4", "--early-stop", "1", "--out", out, "--export", export, "--export-raw-text"])
     assert rc == 0, capsys.readouterr().err[-2000:]
     assert "selected lr0.003_bs16" in capsys.readouterr().out
     run = json.load(open(os.path.join(out, "results.json")))["runs"][0]
@@ -359,3 +359,27 @@ def test_cli_end_to_end_with_early_stop_and_export(toy_task, tmp_path, capsys):
     meta = json.load(open(os.path.join(export, "tflm_export.json")))
     assert os.path.isfile(os.path.join(export, "saved_model.pb")) and os.path.isfile(os.path.join(export, "tokenizer.json"))
     assert meta["signature"] == "serving_default" and meta["raw_text_check"] == {"texts": 16, "mismatches": 0}
+
+
+def test_default_export_loads_without_tensorflow_text(grid_report, tmp_path):
+    """The default export (no raw-text endpoint) needs only TensorFlow to load and serve."""
+    out, _ = grid_report
+    lm = load_lm("tiny-gpt2")
+    model = keras.models.load_model(os.path.join(out, "selected_model.keras"))
+    ids, _ = encode_texts(lm.tokenizer, ["a gorgeous film", "dull"], None, 64)
+    token_ids, mask = pad_batch(ids)
+    ref = np.asarray(keras.ops.softmax(model({"token_ids": token_ids, "padding_mask": mask})))
+    path = str(tmp_path / "plain")
+    export_classifier(model, path, lm.tokenizer, max_length=64)
+    np.savez(tmp_path / "in.npz", token_ids=token_ids, padding_mask=mask, ref=ref)
+    proc = run_python(f"""
+        import sys
+        import numpy as np, tensorflow as tf
+        z = np.load({str(tmp_path / 'in.npz')!r})
+        sig = tf.saved_model.load({path!r}).signatures["serving_default"]
+        p = sig(token_ids=tf.constant(z["token_ids"]), padding_mask=tf.constant(z["padding_mask"]))["probabilities"]
+        assert "tensorflow_text" not in sys.modules and not any(k.startswith("tflm") for k in sys.modules)
+        print(float(np.abs(p.numpy() - z["ref"]).max()))
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert float(proc.stdout.strip().splitlines()[-1]) <= 1e-5

@@ -80,7 +80,7 @@ def cmd_finetune(args):
         batch_sizes=args.batch_sizes, epochs=args.epochs, strategy=args.strategy, out_dir=args.out,
         seed=args.seed, early_stop=args.early_stop, max_train=args.max_train, max_eval=args.max_eval,
         splits=args.splits, dropout=args.dropout, max_length=args.max_length,
-        strip_prompt_space=args.strip_prompt_space, export_dir=args.export,
+        strip_prompt_space=args.strip_prompt_space, export_dir=args.export, export_raw_text=args.export_raw_text,
     )
     sel = report["selected"]
     print(f"selected {sel['run']} (epoch {sel['best_epoch']}): dev accuracy {sel['dev_accuracy']:.4f}, "
@@ -257,6 +257,8 @@ def build_parser():
     s.add_argument("--max-eval", type=int, help="use seeded subsets of at most N dev and N test examples")
     s.add_argument("--early-stop", type=int, metavar="PATIENCE", help="stop a run after PATIENCE epochs without a better dev accuracy")
     s.add_argument("--export", metavar="DIR", help="export the selected model as a TF SavedModel to DIR")
+    s.add_argument("--export-raw-text", action="store_true",
+                   help="also add a serve_text endpoint taking raw strings (GPT-2 BPE only; needs tensorflow_text to load)")
     s.add_argument("--splits", default="paper", choices=["paper", "files"],
                    help="paper: SST test halves as dev/test, AG News train 90/10; files: the task's files")
     s.add_argument("--dropout", type=float, default=0.1, help="dropout before the linear head (default 0.1)")

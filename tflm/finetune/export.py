@@ -41,8 +41,10 @@ keras-hub 0.32 / tensorflow-text 2.21:
 - its merge cache is a ``MutableHashTable`` that grows with every new word
   a server sees.
 
-So the raw-string endpoint is optional (``raw_text=True``, or "auto": added
-for GPT-2 BPE tokenizers when tensorflow_text is importable): an extra
+So the raw-string endpoint is opt-in (``raw_text=True``, or "auto": added
+for GPT-2 BPE tokenizers when tensorflow_text is importable; off by default
+because a SavedModel holding it cannot be loaded at all, not even its
+``serving_default``, unless ``tensorflow_text`` is imported first): an extra
 endpoint ``serve_text`` (``text``: tf.string [batch] ->
 ``{"probabilities"}``), with the same prompt and truncation rule, the
 mismatch count against the exact tokenizer on `check_texts` recorded in
@@ -308,7 +310,7 @@ def _check_encoder(encoder, tokenizer, texts, meta):
 
 # --- fine-tuned classifiers -------------------------------------------------------------------
 def export_classifier(model, path, tokenizer, label_names=None, prompt=None, strip_prompt_space=False,
-                      max_length=1024, raw_text="auto", check_texts=None, extra=None):
+                      max_length=1024, raw_text=False, check_texts=None, extra=None):
     """Export a `Classifier` (logits or probabilities) as a SavedModel; see the module docstring.
 
     Args:
@@ -345,7 +347,7 @@ def export_classifier(model, path, tokenizer, label_names=None, prompt=None, str
 
 # --- linear probes -------------------------------------------------------------------------------
 def export_probe(lm, W, b, path, prompt=None, feature="f", mode=None, label_names=None, word_ids=None,
-                 strip_prompt_space=False, max_length=None, raw_text="auto", check_texts=None, extra=None):
+                 strip_prompt_space=False, max_length=None, raw_text=False, check_texts=None, extra=None):
     """Export a frozen LM feature + a fitted linear probe as one SavedModel (same contract).
 
     Args:
@@ -474,6 +476,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def load(path=HERE):
     import tensorflow as tf
     import tokenizers
+
+    try:  # only needed when the export has the optional raw-text endpoint
+        import tensorflow_text  # noqa: F401
+    except ImportError:
+        pass
 
     with open(os.path.join(path, "tflm_export.json"), encoding="utf-8") as f:
         meta = json.load(f)

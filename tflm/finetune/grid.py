@@ -310,6 +310,7 @@ def finetune(
     pad_to_multiple=8,
     jit_compile=False,
     export_dir=None,
+    export_raw_text=False,
     keep_weights=False,
     verbose="auto",
     callbacks=None,
@@ -347,6 +348,8 @@ def finetune(
             up to this multiple (fewer distinct shapes to trace).
         jit_compile: XLA (recompiles for every new padded length; off by default).
         export_dir: also export the selected model as a SavedModel there.
+        export_raw_text: add the optional raw-string endpoint to the export
+            (GPT-2 BPE only; loading it then needs `import tensorflow_text`).
         keep_weights: keep every run's best weights (default: only the
             selected-so-far run's, to bound disk use).
         verbose: Keras progress bar setting.
@@ -485,7 +488,7 @@ def finetune(
             export_classifier(
                 final, export_dir, lm.tokenizer, label_names=list(task_obj.label_names), prompt=prompt_text,
                 strip_prompt_space=strip_prompt_space, max_length=max_length,
-                check_texts=split_texts["dev"][0][:1000],
+                check_texts=split_texts["dev"][0][:1000], raw_text=export_raw_text,
                 extra={"task": task_obj.name, "model": model_id, "selected": report["selected"]},
             )
             report["export_dir"] = export_dir
