@@ -89,3 +89,14 @@ def test_cli_tokenize_matches_reference(monkeypatch, capsys):
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "tflm.cli", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "tokenize" in out.stdout and "info" in out.stdout
+
+
+def test_nested_backbone_config_keeps_tied_llama_tied():
+    from tflm.features import FeatureExtractor
+    from tflm.lm.causal_lm import CausalLM
+
+    lm = tflm.load_lm("tiny-llama")
+    for model in (CausalLM(lm.backbone, objective="xent"), FeatureExtractor(lm.backbone, features=["f"])):
+        clone = type(model).from_config(model.get_config())
+        assert clone.backbone.tie_word_embeddings
+        assert len(clone.backbone.weights) == len(lm.backbone.weights)

@@ -7,6 +7,7 @@ from tflm.features.conditional_mean import ConditionalMean
 from tflm.features.last_token_pooling import LastTokenPooling
 from tflm.features.random_projection import RandomProjection
 from tflm.features.word_scores import WordScores
+from tflm.models.serialization import deserialize_nested, serialize_backbone, serialize_optional
 
 FEATURES = ("f", "phi_p", "p", "subset", "class", "posneg", "proj")
 WORD_FEATURES = ("subset", "class", "posneg")
@@ -107,8 +108,8 @@ class FeatureExtractor(keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update({
-            "backbone": keras.saving.serialize_keras_object(self.backbone),
-            "head": None if self.head is None else keras.saving.serialize_keras_object(self.head),
+            "backbone": serialize_backbone(self.backbone),
+            "head": serialize_optional(self.head),
             "features": self.features,
             "word_ids": self.word_ids,
             "word_mode": self.word_mode,
@@ -118,8 +119,4 @@ class FeatureExtractor(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        if config.get("head") is not None:
-            config["head"] = keras.saving.deserialize_keras_object(config["head"])
-        return cls(**config)
+        return cls(**deserialize_nested(config, ("backbone", "head")))

@@ -10,7 +10,7 @@ import os
 import keras
 import numpy as np
 
-from tflm.callbacks import AtomicBackupAndRestore, Throughput, read_json, write_json_atomic  # noqa: F401
+from tflm.callbacks import read_json, write_json_atomic
 
 
 def _floats(logs):

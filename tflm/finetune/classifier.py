@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from tflm.features.last_token_pooling import LastTokenPooling
+from tflm.models.serialization import deserialize_nested, serialize_backbone, serialize_optional
 
 
 @keras.saving.register_keras_serializable(package="tflm")
@@ -109,31 +110,14 @@ class Classifier(keras.Model):
             "trainable": self.trainable,
             "backbone": serialize_backbone(self.backbone),
             "num_classes": self.num_classes,
-            "f_lin": None if self.f_lin is None else keras.saving.serialize_keras_object(self.f_lin),
+            "f_lin": serialize_optional(self.f_lin),
             "dropout": self.dropout,
             "output_probabilities": self.output_probabilities,
         }
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        if config.get("f_lin") is not None:
-            config["f_lin"] = keras.saving.deserialize_keras_object(config["f_lin"])
-        return cls(**config)
-
-
-def serialize_backbone(backbone):
-    """`keras.saving.serialize_keras_object(backbone)`, plus `tie_word_embeddings`.
-
-    keras-hub 0.32's `Llama3Backbone.get_config()` omits
-    `tie_word_embeddings`, so a tied Llama would deserialize untied (one more
-    weight); record it explicitly (as `save_preset_dir` does).
-    """
-    config = keras.saving.serialize_keras_object(backbone)
-    if hasattr(backbone, "tie_word_embeddings"):
-        config["config"]["tie_word_embeddings"] = bool(backbone.tie_word_embeddings)
-    return config
+        return cls(**deserialize_nested(config, ("backbone", "f_lin")))
 
 
 def lm_parts(lm):

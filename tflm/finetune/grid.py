@@ -37,6 +37,7 @@ import time
 import keras
 import numpy as np
 
+from tflm.callbacks import AtomicBackupAndRestore, Throughput, read_json, write_json_atomic
 from tflm.finetune import callbacks as cb
 from tflm.finetune import data as data_lib
 from tflm.finetune.classifier import LMSnapshot
@@ -124,7 +125,7 @@ class GridState:
     def __init__(self, path, settings, write=True):
         self.path = path
         self.write = write
-        state = cb.read_json(path)
+        state = read_json(path)
         if state is not None:
             old = state.get("settings", {})
             if old != settings:
@@ -148,7 +149,7 @@ class GridState:
     def save(self):
         if self.write:
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            cb.write_json_atomic(self.path, self.state)
+            write_json_atomic(self.path, self.state)
 
 
 class EventLog:
@@ -227,8 +228,8 @@ def train_run(
         model = snapshot.classifier(num_classes, dropout=dropout)
         _compile(model, lr, jit_compile)
 
-    done_epochs = cb.AtomicBackupAndRestore.completed_epochs(backup_dir)
-    entries = cb.read_json(history_path, default=[])[:done_epochs]
+    done_epochs = AtomicBackupAndRestore.completed_epochs(backup_dir)
+    entries = read_json(history_path, default=[])[:done_epochs]
     finished = done_epochs >= epochs or cb.PatienceStop.should_stop(entries, early_stop)
     if done_epochs and not finished:
         log("run_resume", run=os.path.basename(run_dir), epoch=done_epochs + 1)
@@ -238,11 +239,11 @@ def train_run(
         fit_callbacks = [
             cb.SetEpoch(counter),
             cb.EpochSeeds(),
-            cb.Throughput(batch_size, "ex/s"),
+            Throughput(batch_size, "ex/s"),
             cb.EpochLog(history_path),
             cb.BestCheckpoint(run_dir),
             *([cb.PatienceStop(history_path, early_stop)] if early_stop is not None else []),
-            cb.AtomicBackupAndRestore(backup_dir),
+            AtomicBackupAndRestore(backup_dir),
             keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
             *(callbacks or []),
         ]
@@ -250,8 +251,8 @@ def train_run(
             train_ds, epochs=epochs, validation_data=eval_ds["dev"], validation_steps=eval_steps["dev"],
             callbacks=fit_callbacks, verbose=verbose, shuffle=False,
         )
-    entries = cb.read_json(history_path, default=[])
-    best = cb.read_json(os.path.join(run_dir, "best.json"))
+    entries = read_json(history_path, default=[])
+    best = read_json(os.path.join(run_dir, "best.json"))
     if best is None:
         raise RuntimeError(f"{run_dir}: no best checkpoint after training")
     cb.load_weights_npz(model, os.path.join(run_dir, "best.weights.npz"))

@@ -2,7 +2,7 @@
 
 import os
 
-from tflm.finetune.callbacks import write_json_atomic
+from tflm.callbacks import write_json_atomic
 
 
 def _pct(x):

@@ -8,6 +8,7 @@ from keras import ops
 
 from tflm.lm.cross_entropy_loss import CrossEntropyLoss
 from tflm.lm.quad_loss import QuadLoss, gram_matrix
+from tflm.models.serialization import deserialize_nested, serialize_backbone, serialize_optional
 from tflm.models.untied_head import UntiedHead
 
 OBJECTIVES = ("xent", "quad")
@@ -147,20 +148,16 @@ class CausalLM(keras.Model):
         config = super().get_config()
         config.update(
             {
-                "backbone": keras.saving.serialize_keras_object(self.backbone),
+                "backbone": serialize_backbone(self.backbone),
                 "objective": self.objective,
-                "head": None if self.head is None else keras.saving.serialize_keras_object(self.head),
+                "head": serialize_optional(self.head),
             }
         )
         return config
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        if config.get("head") is not None:
-            config["head"] = keras.saving.deserialize_keras_object(config["head"])
-        return cls(**config)
+        return cls(**deserialize_nested(config, ("backbone", "head")))
 
 
 def make_untied_head(vocabulary_size, hidden_dim, trainable_phi=True, phi=None, name="untied_head"):
