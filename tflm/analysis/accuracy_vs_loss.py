@@ -79,7 +79,8 @@ def check_same_architecture(records):
 def fit_reference_curve(losses, accuracies, loss_min=None, n_grid=200):
     """Least-squares a, c >= 0 (and loss_min unless given) for acc ~ a - c sqrt(loss - loss_min).
 
-    loss_min is searched on a grid below min(losses). Returns dict a, c, loss_min, sse.
+    loss_min is searched on a grid in [0, min(losses)] (a cross-entropy is
+    never negative). Returns dict a, c, loss_min, sse.
     """
     x = np.asarray(losses, dtype=np.float64)
     y = np.asarray(accuracies, dtype=np.float64)
@@ -93,6 +94,7 @@ def fit_reference_curve(losses, accuracies, loss_min=None, n_grid=200):
     else:
         span = max(float(x.max() - lo), 1e-6)
         candidates = lo - span * np.concatenate([[0.0], np.geomspace(1e-3, 10.0, n_grid - 1)])
+        candidates = candidates[candidates >= 0.0] if lo > 0 else candidates
     best = None
     for m in candidates:
         s = np.sqrt(np.maximum(x - m, 0.0))
@@ -130,10 +132,12 @@ def plot_accuracy_vs_loss(records, path, title=None, loss_min=None, dpi=120):
         ax.annotate(r.name, (r.val_xent, r.probe_accuracy), textcoords="offset points",
                     xytext=(4, 4), fontsize=7)
     if ref is not None:
-        grid = np.linspace(ref["loss_min"], x.max() + 0.05 * max(np.ptp(x), 1e-6), 200)
-        ax.plot(grid, ref["a"] - ref["c"] * np.sqrt(grid - ref["loss_min"]), "k--", lw=1,
+        pad = 0.1 * max(np.ptp(x), 1e-6)
+        grid = np.linspace(max(ref["loss_min"], x.min() - pad), x.max() + pad, 200)
+        ax.plot(grid, np.clip(ref["a"] - ref["c"] * np.sqrt(grid - ref["loss_min"]), 0.0, 1.0), "k--", lw=1,
                 label=f"reference shape a - c sqrt(loss - {ref['loss_min']:.3g})")
     ax.set_xlabel("LM validation cross-entropy (nats / token)")
+    ax.invert_xaxis()  # better language models to the right
     ax.set_ylabel("linear probe test accuracy")
     arch_txt = ", ".join(f"{k}={v}" for k, v in sorted(arch.items()))
     ax.set_title(title or f"Probe accuracy vs LM loss ({arch_txt})", fontsize=9)

@@ -89,6 +89,15 @@ def linear_relation_check(sf, f_tr, y_tr, f_te, y_te, task=None):
     return out
 
 
+def _checkpoint_name(path):
+    """`run/step_N` for checkpoints kept by `tflm pretrain`, else the folder name."""
+    path = os.path.normpath(path)
+    parent = os.path.dirname(path)
+    if os.path.basename(parent) == "checkpoints":
+        return f"{os.path.basename(os.path.dirname(parent))}/{os.path.basename(path)}"
+    return os.path.basename(path)
+
+
 def accuracy_vs_loss(checkpoints, task, out_png, data_dir=None, max_train=2000, seed=0, log=print):
     """Probe accuracy of f against validation cross-entropy over checkpoints of one run."""
     records = []
@@ -105,7 +114,7 @@ def accuracy_vs_loss(checkpoints, task, out_png, data_dir=None, max_train=2000, 
         acc = logistic_probe(sf.f(tr), y_tr, sf.f(te), y_te)["test_accuracy"]
         arch = {"architecture": lm.architecture, "layers": int(lm.backbone.num_layers), "d": lm.hidden_dim,
                 "V": lm.vocabulary_size, "tied": lm.tied}
-        records.append({"name": os.path.basename(os.path.normpath(path)), "architecture": arch,
+        records.append({"name": _checkpoint_name(path), "architecture": arch,
                         "val_xent": card["val_softmax_xent"], "probe_accuracy": acc, "step": card.get("step")})
         log(f"  {records[-1]['name']}: val xent {card['val_softmax_xent']:.3f}, f probe {100 * acc:.1f}%")
     plot = plot_accuracy_vs_loss(records, out_png, title=f"{task.name} probe accuracy of f vs LM validation loss")
@@ -152,7 +161,8 @@ def analyze(model, task, out_dir, data_dir=None, checkpoints=None, n_contexts=80
 
 
 def analysis_markdown(result):
-    lines = [f"# Assumption checks: {result.get('model', '')} on {result['task']}", ""]
+    who = f"{result['model']} on " if result.get("model") else ""
+    lines = [f"# Assumption checks: {who}{result['task']}", ""]
     lp = result.get("log_partition")
     if lp:
         lines += ["## Quadratic log-partition", "",
