@@ -6,15 +6,7 @@ import time
 
 import keras
 
-
-def write_json_atomic(path, obj):
-    """Write JSON to `path` via a temporary file and `os.replace` (never half-written)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+from tflm.report import write_json
 
 
 def read_json(path, default=None):
@@ -78,7 +70,7 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         os.makedirs(self.backup_dir, exist_ok=True)
         name = f"epoch_{self._current_epoch}.weights.h5"
         self.model.save_weights(os.path.join(self.backup_dir, name), overwrite=True)
-        write_json_atomic(os.path.join(self.backup_dir, self.STATE), {"epoch": self._current_epoch, "weights": name})
+        write_json(os.path.join(self.backup_dir, self.STATE), {"epoch": self._current_epoch, "weights": name})
         for f in os.listdir(self.backup_dir):
             if f.startswith("epoch_") and f.endswith(".weights.h5") and f != name:
                 os.remove(os.path.join(self.backup_dir, f))

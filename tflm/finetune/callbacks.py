@@ -10,7 +10,8 @@ import os
 import keras
 import numpy as np
 
-from tflm.callbacks import read_json, write_json_atomic
+from tflm.callbacks import read_json
+from tflm.report import write_json
 
 
 def _floats(logs):
@@ -68,12 +69,12 @@ class EpochLog(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         entries = [e for e in self.load() if e["epoch"] < epoch]
-        write_json_atomic(self.path, entries)
+        write_json(self.path, entries)
 
     def on_epoch_end(self, epoch, logs=None):
         entries = [e for e in self.load() if e["epoch"] < epoch]
         entries.append({"epoch": int(epoch), **_floats(logs), **self.extra()})
-        write_json_atomic(self.path, entries)
+        write_json(self.path, entries)
 
 
 class BestCheckpoint(keras.callbacks.Callback):
@@ -111,7 +112,7 @@ class BestCheckpoint(keras.callbacks.Callback):
             tmp = self.weights_path + ".tmp.npz"
             np.savez(tmp, *weights)
             os.replace(tmp, self.weights_path)
-            write_json_atomic(self.info_path, {"epoch": int(epoch), self.monitor: float(value)})
+            write_json(self.info_path, {"epoch": int(epoch), self.monitor: float(value)})
 
 
 def load_weights_npz(model, path):

@@ -37,10 +37,11 @@ import time
 import keras
 import numpy as np
 
-from tflm.callbacks import AtomicBackupAndRestore, Throughput, read_json, write_json_atomic
+from tflm.callbacks import AtomicBackupAndRestore, Throughput, read_json
 from tflm.finetune import callbacks as cb
 from tflm.finetune import data as data_lib
 from tflm.finetune.classifier import LMSnapshot
+from tflm.report import write_json
 
 DEFAULT_LRS = (5e-5, 1e-4, 3e-4)
 DEFAULT_BATCH_SIZES = {"sst2": (8, 16, 32), "sst5": (8, 16, 32), "agnews": (8, 12, 16)}
@@ -149,7 +150,7 @@ class GridState:
     def save(self):
         if self.write:
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            write_json_atomic(self.path, self.state)
+            write_json(self.path, self.state)
 
 
 class EventLog:

@@ -2,7 +2,7 @@
 
 import os
 
-from tflm.callbacks import write_json_atomic
+from tflm.report import write_json
 
 
 def _pct(x):
@@ -65,4 +65,4 @@ def write_report(report, out_dir):
     with open(os.path.join(out_dir, "results.md"), "w", encoding="utf-8") as f:
         f.write(markdown(report))
     plot_dev_accuracy(report, os.path.join(out_dir, "dev_accuracy.png"))
-    write_json_atomic(os.path.join(out_dir, "results.json"), report)
+    write_json(os.path.join(out_dir, "results.json"), report)
