@@ -55,6 +55,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from tflm.probes.logistic_probe import _check_xy
+
 DEFAULT_L2_GRID = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 _NO_FOLD = -2  # held-out fold id of the heads trained on all rows
 
@@ -170,17 +172,13 @@ class _CVTrainer(keras.Model):
 
 
 def _check_fy(f, y, what):
+    """(f, y) validated like the logistic probe's inputs; y may be None (prediction)."""
+    if y is not None:
+        return _check_xy(f, y, what)
     f = np.asarray(f)
     if f.ndim != 2:
         raise ValueError(f"{what} f must be a 2-D array (n, d), got shape {f.shape}")
-    if y is None:
-        return f, None
-    y = np.asarray(y).reshape(-1)
-    if f.shape[0] != y.shape[0]:
-        raise ValueError(f"{what}: {f.shape[0]} rows of f but {y.shape[0]} labels")
-    if f.shape[0] == 0:
-        raise ValueError(f"{what} set is empty")
-    return f, y
+    return f, None
 
 
 class SoftmaxProbe:
