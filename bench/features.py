@@ -43,7 +43,7 @@ def reference_style_f(sf, ids, batch=25):
 
 def speed(model, data):
     from tflm.features import SentenceFeatures
-    from tflm.features.inputs import encode_texts
+    from tflm.tokenization.text_encoder import encode_texts
     from tflm.models import load_lm
     from tflm.tasks import get_task, load_split
 

@@ -10,7 +10,7 @@ import pytest
 import tflm
 from tflm.features import CacheError, FeatureExtractor, SentenceFeatures
 from tflm.features.batching import bucket_batches, padding_ratio
-from tflm.features.inputs import encode_texts
+from tflm.tokenization.text_encoder import encode_texts
 from tflm.tasks import get_task
 from tflm.tokenization import word_token_ids
 from tflm.tokenization.tokenizer import GPT2_ASSET_DIR, pad_batch

@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 
 from tflm import cli  # noqa: E402
 from tflm.features import FeatureExtractor  # noqa: E402
-from tflm.features.inputs import encode_texts  # noqa: E402
+from tflm.tokenization.text_encoder import encode_texts  # noqa: E402
 from tflm.finetune import Classifier, LMSnapshot, finetune, finetune_splits, read_events  # noqa: E402
 from tflm.finetune.callbacks import PatienceStop  # noqa: E402
 from tflm.finetune.export import export_classifier, export_sklearn_probe, probe_mode  # noqa: E402
