@@ -288,11 +288,16 @@ def _write_export(path, probabilities_fn, trackables, encoder, meta, raw_parts=N
     })
     with open(os.path.join(path, META_FILE), "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=1)
-    for module in (predict_module, text_encoding):  # predict.py imports text_encoding.py from its folder
-        shutil.copyfile(module.__file__, os.path.join(path, os.path.basename(module.__file__)))
+    copy_predict_py(path)
     with open(os.path.join(path, "README.md"), "w", encoding="utf-8") as f:
         f.write(_readme(meta))
     return path
+
+
+def copy_predict_py(path):
+    """Copy ``predict.py`` (`tflm.finetune.predict`) and the ``text_encoding.py`` it imports into `path`."""
+    for module in (predict_module, text_encoding):
+        shutil.copyfile(module.__file__, os.path.join(path, os.path.basename(module.__file__)))
 
 
 def _check_encoder(graph_encoder, encoder, texts):

@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if __package__:  # imported from the tflm package
     from tflm.tokenization import text_encoding
 else:  # a copy in an export folder: text_encoding.py lies next to this file
-    _spec = importlib.util.spec_from_file_location("tflm_text_encoding", os.path.join(HERE, "text_encoding.py"))
+    _spec = importlib.util.spec_from_file_location("text_encoding", os.path.join(HERE, "text_encoding.py"))
     text_encoding = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(text_encoding)
 
