@@ -31,7 +31,7 @@ def reference_style_f(sf, ids, batch=25):
     """The reference's batching: input order, fixed batches of 25, padded to the batch's longest."""
     import tensorflow as tf
 
-    from tflm.tokenization.tokenizer import pad_batch
+    from tflm.tokenization.text_encoding import pad_batch
 
     out, padded = [], 0
     for start in range(0, len(ids), batch):

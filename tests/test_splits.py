@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from tflm.features import FEATURES, canonical_feature_name  # noqa: E402
-from tflm.features.feature_extractor import check_feature_names  # noqa: E402
+from tflm.features.names import check_feature_names  # noqa: E402
 from tflm.tasks import Task, get_task  # noqa: E402
 from tflm.tasks.splits import finetune_splits, load_texts, resolve_task, subsample, subsample_index  # noqa: E402
 

@@ -5,7 +5,7 @@ from keras import ops
 
 from tflm.features.conditional_mean import ConditionalMean
 from tflm.features.last_token_pooling import LastTokenPooling
-from tflm.features.names import FEATURES, WORD_FEATURES, check_feature_names  # noqa: F401 - FEATURES re-exported
+from tflm.features.names import WORD_FEATURES, check_feature_names
 from tflm.features.random_projection import RandomProjection
 from tflm.features.word_scores import WordScores
 from tflm.models.output_embeddings import next_word_distribution, output_embeddings

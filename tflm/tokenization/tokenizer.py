@@ -19,8 +19,6 @@ import os
 
 import tokenizers
 
-from tflm.tokenization.text_encoding import pad_batch  # noqa: F401 - re-exported
-
 GPT2_ASSET_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "gpt2_bpe"
 )
