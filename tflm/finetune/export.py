@@ -67,6 +67,7 @@ import numpy as np
 from tflm.features.feature_extractor import FeatureExtractor
 from tflm.features.names import canonical_feature_name
 from tflm.finetune import predict as predict_module
+from tflm.report import write_json
 from tflm.tokenization import text_encoding
 from tflm.tokenization.text_encoder import TextEncoder
 
@@ -286,8 +287,7 @@ def _write_export(path, probabilities_fn, trackables, encoder, meta, raw_parts=N
         "tokenizer": "tokenizer.json",
         "truncation": text_encoding.RULE,
     })
-    with open(os.path.join(path, META_FILE), "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=1)
+    write_json(os.path.join(path, META_FILE), meta)
     copy_predict_py(path)
     with open(os.path.join(path, "README.md"), "w", encoding="utf-8") as f:
         f.write(_readme(meta))
