@@ -31,7 +31,7 @@ def reference_style_f(sf, ids, batch=25):
     """The reference's batching: input order, fixed batches of 25, padded to the batch's longest."""
     import tensorflow as tf
 
-    from tflm.tokenization.tokenizer import pad_batch
+    from tflm.tokenization.text_encoding import pad_batch
 
     out, padded = [], 0
     for start in range(0, len(ids), batch):
@@ -43,7 +43,7 @@ def reference_style_f(sf, ids, batch=25):
 
 def speed(model, data):
     from tflm.features import SentenceFeatures
-    from tflm.features.inputs import encode_texts
+    from tflm.tokenization.text_encoder import encode_texts
     from tflm.models import load_lm
     from tflm.tasks import get_task, load_split
 

@@ -10,10 +10,11 @@ import pytest
 import tflm
 from tflm.features import CacheError, FeatureExtractor, SentenceFeatures
 from tflm.features.batching import bucket_batches, padding_ratio
-from tflm.features.inputs import encode_texts
 from tflm.tasks import get_task
 from tflm.tokenization import word_token_ids
-from tflm.tokenization.tokenizer import GPT2_ASSET_DIR, pad_batch
+from tflm.tokenization.text_encoder import encode_texts
+from tflm.tokenization.text_encoding import pad_batch
+from tflm.tokenization.tokenizer import GPT2_ASSET_DIR
 
 SENTENCES = [
     "The Rock is destined to be the 21st Century 's new `` Conan '' .",

@@ -19,14 +19,14 @@ import pytest  # noqa: E402
 
 from tflm import cli  # noqa: E402
 from tflm.features import FeatureExtractor  # noqa: E402
-from tflm.features.inputs import encode_texts  # noqa: E402
 from tflm.finetune import Classifier, LMSnapshot, finetune, finetune_splits, read_events  # noqa: E402
 from tflm.finetune.callbacks import PatienceStop  # noqa: E402
 from tflm.finetune.export import export_classifier, export_sklearn_probe, probe_mode  # noqa: E402
 from tflm.finetune.grid import parse_grid  # noqa: E402
 from tflm.models import load_lm  # noqa: E402
 from tflm.tasks import PACKAGED_DATA_DIR, load_split, task_from_folder  # noqa: E402
-from tflm.tokenization.tokenizer import pad_batch  # noqa: E402
+from tflm.tokenization.text_encoder import encode_texts  # noqa: E402
+from tflm.tokenization.text_encoding import pad_batch  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRID = dict(lrs=(1e-3, 3e-3), batch_sizes=(8, 16), epochs=2, seed=0, verbose=0)

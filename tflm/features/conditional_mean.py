@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from tflm.models.output_embeddings import next_word_distribution, word_logits
+
 
 @keras.saving.register_keras_serializable(package="tflm")
 class ConditionalMean(keras.layers.Layer):
@@ -12,10 +14,8 @@ class ConditionalMean(keras.layers.Layer):
     """
 
     def call(self, f, phi):
-        phi = ops.cast(phi, f.dtype)
-        p = ops.softmax(ops.matmul(f, ops.transpose(phi)), axis=-1)
-        return ops.matmul(p, phi)
+        return ops.matmul(next_word_distribution(f, phi), ops.cast(phi, f.dtype))
 
     @staticmethod
     def log_partition(f, phi):
-        return ops.logsumexp(ops.matmul(f, ops.transpose(ops.cast(phi, f.dtype))), axis=-1)
+        return ops.logsumexp(word_logits(f, phi), axis=-1)

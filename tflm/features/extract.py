@@ -10,8 +10,8 @@ from tqdm.auto import tqdm
 from tflm.features.batching import bucket_batches
 from tflm.features.feature_cache import FeatureCache, cache_key, texts_digest
 from tflm.features.feature_extractor import FeatureExtractor, check_feature_names
-from tflm.features.inputs import encode_texts
-from tflm.tokenization.tokenizer import pad_batch
+from tflm.tokenization.text_encoder import encode_texts
+from tflm.tokenization.text_encoding import pad_batch
 
 CHUNK_SIZE = 2048
 

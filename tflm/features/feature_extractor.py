@@ -5,19 +5,11 @@ from keras import ops
 
 from tflm.features.conditional_mean import ConditionalMean
 from tflm.features.last_token_pooling import LastTokenPooling
+from tflm.features.names import WORD_FEATURES, check_feature_names
 from tflm.features.random_projection import RandomProjection
 from tflm.features.word_scores import WordScores
+from tflm.models.output_embeddings import next_word_distribution, output_embeddings
 from tflm.models.serialization import deserialize_nested, serialize_backbone, serialize_optional
-
-FEATURES = ("f", "phi_p", "p", "subset", "class", "posneg", "proj")
-WORD_FEATURES = ("subset", "class", "posneg")
-
-
-def check_feature_names(names):
-    bad = [n for n in names if n not in FEATURES]
-    if bad:
-        raise ValueError(f"unknown feature name(s) {bad}; choose from {list(FEATURES)}")
-    return list(names)
 
 
 @keras.saving.register_keras_serializable(package="tflm")
@@ -72,12 +64,7 @@ class FeatureExtractor(keras.Model):
 
     @property
     def phi(self):
-        if self.head is not None:
-            return self.head.phi
-        emb = self.backbone.token_embedding
-        if getattr(self.backbone, "tie_word_embeddings", True):
-            return emb.embeddings
-        return ops.transpose(emb.reverse_embeddings)
+        return output_embeddings(self.backbone, self.head)
 
     def sentence_f(self, inputs):
         h = self.backbone({"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]})
@@ -95,7 +82,7 @@ class FeatureExtractor(keras.Model):
             elif name == "phi_p":
                 out[name] = self.conditional_mean(f, phi)
             elif name == "p":
-                out[name] = ops.softmax(ops.matmul(f, ops.transpose(ops.cast(phi, f.dtype))), axis=-1)
+                out[name] = next_word_distribution(f, phi)
             elif name in WORD_FEATURES:
                 out[name] = self.word_scores[name](f, phi)
             elif name == "proj":

@@ -4,6 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from tflm.models.output_embeddings import next_word_distribution
+
 
 def orthonormal_rows(rows, cols, seed=0):
     """A (rows, cols) float32 matrix with orthonormal rows (QR of a Gaussian)."""
@@ -30,8 +32,7 @@ class RandomProjection(keras.layers.Layer):
         self._a = ops.convert_to_tensor(orthonormal_rows(self.rows, self.vocabulary_size, self.seed))
 
     def call(self, f, phi):
-        p = ops.softmax(ops.matmul(f, ops.transpose(ops.cast(phi, f.dtype))), axis=-1)
-        return ops.matmul(p, ops.transpose(ops.cast(self._a, f.dtype)))
+        return ops.matmul(next_word_distribution(f, phi), ops.transpose(ops.cast(self._a, f.dtype)))
 
     def get_config(self):
         config = super().get_config()

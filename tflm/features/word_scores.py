@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from tflm.models.output_embeddings import word_logits
+
 MODES = ("logits", "probs", "logprobs")
 
 
@@ -31,7 +33,7 @@ class WordScores(keras.layers.Layer):
         chosen = ops.matmul(f, ops.transpose(ops.take(phi, self.token_ids, axis=0)))
         if self.mode == "logits":
             return chosen
-        log_z = ops.logsumexp(ops.matmul(f, ops.transpose(phi)), axis=-1, keepdims=True)
+        log_z = ops.logsumexp(word_logits(f, phi), axis=-1, keepdims=True)
         return chosen - log_z if self.mode == "logprobs" else ops.exp(chosen - log_z)
 
     def get_config(self):

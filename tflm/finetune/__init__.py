@@ -1,7 +1,7 @@
 """Full fine-tuning of a causal LM with a linear head: classifier, grid, export."""
 
 from tflm.finetune.classifier import Classifier, LMSnapshot
-from tflm.finetune.data import finetune_splits
+from tflm.tasks.splits import finetune_splits
 from tflm.finetune.export import LinearProbeHead, export_classifier, export_probe, export_sklearn_probe
 from tflm.finetune.grid import DEFAULT_BATCH_SIZES, DEFAULT_LRS, finetune, read_events
 

@@ -1,4 +1,4 @@
-"""Fine-tuning data: the paper's splits, encoding, and per-replica padded batches.
+"""Fine-tuning data: encoding and per-replica padded batches (splits: `tflm.tasks.splits`).
 
 Batch sizes are GLOBAL (summed over all replicas of all workers): with R
 replicas each replica gets ``global / R`` examples, so a grid is the same
@@ -30,126 +30,8 @@ import dataclasses
 
 import numpy as np
 
-from tflm.features.inputs import encode_texts
-from tflm.tasks import get_task, load_split, task_from_folder
-from tflm.tasks.errors import DataError
-
-SPLIT_PROTOCOLS = ("paper", "files")
-
-
-def resolve_task(task):
-    """A `Task` from a registered name, a `Task`, or a folder of tsv files."""
-    import os
-
-    if isinstance(task, str) and os.path.isdir(task):
-        return task_from_folder(task)
-    return get_task(task)
-
-
-def _permute(n, seed):
-    return np.random.RandomState(seed).permutation(n)
-
-
-def _take(texts, labels, index):
-    return [texts[i] for i in index], np.asarray(labels)[index]
-
-
-def _has_split(task, split, data_dir):
-    from tflm.tasks import split_path
-
-    try:
-        split_path(task, split, data_dir)
-        return True
-    except DataError:
-        return False
-
-
-def finetune_splits(task, data_dir=None, protocol="paper", seed=0, max_train=None, max_eval=None):
-    """Train / dev / test texts and labels for fine-tuning.
-
-    `protocol="paper"` (the seed card):
-      - sst2 (and sst5, by analogy; the card only states SST-2): the
-        train file is kept whole (6,920 sentences for SST-2); the ORIGINAL
-        TEST set is split in half by a seeded permutation, first half dev
-        (910), second half test (911). The official dev set is unused.
-      - agnews: the training data is split 90/10 (seeded) into train / dev
-        and the test set is kept (108k / 12k / 7.6k on the full data). When
-        a prepared copy already split some of train off into ``dev.tsv``
-        (the shared 5,000-example subset: 4,500 + 500), train and dev are
-        pooled first, so the result is still a 90/10 split of the training
-        data.
-      - any other task: its own files (as ``protocol="files"``).
-    `protocol="files"`: train / dev / test files as given. A task without a
-    dev file gets a seeded 90/10 split of train; a task with only
-    ``all.tsv`` gets a seeded 80/10/10 split.
-
-    `max_train` / `max_eval`: keep a seeded random subset of at most that
-    many training / dev and test examples (quick runs, tests).
-
-    Returns ({"train": (texts, labels), "dev": ..., "test": ...}, description).
-    """
-    task = resolve_task(task)
-    if protocol not in SPLIT_PROTOCOLS:
-        raise ValueError(f"unknown split protocol {protocol!r}; choose one of {SPLIT_PROTOCOLS}")
-    name = task.name
-    if protocol == "paper" and name in ("sst2", "sst5"):
-        train = load_split(task, "train", data_dir)
-        texts, labels = load_split(task, "test", data_dir)
-        perm = _permute(len(texts), seed)
-        half = len(texts) // 2
-        splits = {"train": train, "dev": _take(texts, labels, perm[:half]), "test": _take(texts, labels, perm[half:])}
-        how = f"paper: train file; original test split in half (seed {seed}) into dev / test"
-    elif protocol == "paper" and name == "agnews":
-        texts, labels = load_split(task, "train", data_dir)
-        texts, labels = list(texts), np.asarray(labels)
-        pooled = ""
-        if _has_split(task, "dev", data_dir):
-            dt, dl = load_split(task, "dev", data_dir)
-            texts, labels = texts + list(dt), np.concatenate([labels, dl])
-            pooled = " (train + dev files pooled)"
-        perm = _permute(len(texts), seed)
-        n_train = int(len(texts) * 0.9)
-        splits = {
-            "train": _take(texts, labels, perm[:n_train]),
-            "dev": _take(texts, labels, perm[n_train:]),
-            "test": load_split(task, "test", data_dir),
-        }
-        how = f"paper: training data{pooled} split 90/10 (seed {seed}) into train / dev; test file"
-    elif _has_split(task, "train", data_dir):
-        train = load_split(task, "train", data_dir)
-        test = load_split(task, "test", data_dir)
-        if _has_split(task, "dev", data_dir):
-            splits = {"train": train, "dev": load_split(task, "dev", data_dir), "test": test}
-            how = "files: train / dev / test"
-        else:
-            texts, labels = train
-            perm = _permute(len(texts), seed)
-            n_train = int(len(texts) * 0.9)
-            splits = {"train": _take(texts, labels, perm[:n_train]), "dev": _take(texts, labels, perm[n_train:]),
-                      "test": test}
-            how = f"files: train split 90/10 (seed {seed}) into train / dev; test file"
-    else:
-        texts, labels = load_split(task, "all", data_dir)
-        perm = _permute(len(texts), seed)
-        a, b = int(len(texts) * 0.8), int(len(texts) * 0.9)
-        splits = {"train": _take(texts, labels, perm[:a]), "dev": _take(texts, labels, perm[a:b]),
-                  "test": _take(texts, labels, perm[b:])}
-        how = f"files: all.tsv split 80/10/10 (seed {seed})"
-    splits = {k: (list(t), np.asarray(y, dtype=np.int64)) for k, (t, y) in splits.items()}
-    for key, limit in (("train", max_train), ("dev", max_eval), ("test", max_eval)):
-        if limit is not None:
-            limit = int(limit)
-            if limit < 1:
-                raise ValueError(f"max_{'train' if key == 'train' else 'eval'} must be >= 1, got {limit}")
-            texts, labels = splits[key]
-            if limit < len(texts):
-                keep = np.sort(_permute(len(texts), seed + 1)[:limit])
-                splits[key] = _take(texts, labels, keep)
-                how += f"; {key} subsampled to {limit}"
-    for key, (texts, _) in splits.items():
-        if not texts:
-            raise ValueError(f"task {name!r}: the {key} split is empty")
-    return splits, how
+from tflm.tasks.splits import finetune_splits, resolve_task  # noqa: F401 - used as data_lib.* by grid
+from tflm.tokenization.text_encoder import TextEncoder
 
 
 @dataclasses.dataclass
@@ -169,7 +51,8 @@ class EncodedSplit:
 
 
 def encode_split(tokenizer, texts, labels, prompt=None, max_length=1024, strip_prompt_space=False):
-    ids, truncated = encode_texts(tokenizer, texts, prompt, max_length, strip_prompt_space)
+    """An `EncodedSplit` of texts encoded by a `TextEncoder` with these settings."""
+    ids, truncated = TextEncoder(tokenizer, prompt, max_length, strip_prompt_space).encode(texts)
     return EncodedSplit(ids, np.asarray(labels, dtype=np.int64), truncated)
 
 

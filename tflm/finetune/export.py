@@ -4,7 +4,8 @@ The contract (two steps):
 
 1. text -> ids with the model's exact tokenizer (``tokenizer.json`` in the
    export folder, read by the Hugging Face `tokenizers` library), applying
-   the prompt and truncation recorded in ``tflm_export.json``:
+   the prompt and truncation recorded in ``tflm_export.json`` (the
+   `TextEncoder` rule, `tflm.tokenization.text_encoding`):
    ``ids(text + prompt)``; if longer than ``max_length``,
    ``ids(text)[-(max_length - len(ids(prompt))):] + ids(prompt)`` (without a
    prompt: the last ``max_length`` ids); no special tokens;
@@ -13,8 +14,9 @@ The contract (two steps):
    (1 for real tokens, 0 for padding; any padding side) ->
    ``{"probabilities": float32 [batch, num_classes]}``.
 
-``predict.py`` in the folder does both with only `tensorflow`, `numpy` and
-`tokenizers` installed (no tflm), and ``README.md`` explains it.
+``predict.py`` in the folder (a copy of `tflm.finetune.predict`, with the
+``text_encoding.py`` it imports) does both with only `tensorflow`, `numpy`
+and `tokenizers` installed (no tflm), and ``README.md`` explains it.
 
 Serving raw strings in one graph. The exact tokenizer cannot be part of a
 TensorFlow graph: `tokenizers` is a Rust library called from Python, and
@@ -57,21 +59,23 @@ export failures of its tokenizers in other configurations.)
 
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
 
-from tflm.features.feature_extractor import FEATURES, FeatureExtractor
+from tflm.features.feature_extractor import FeatureExtractor
+from tflm.features.names import canonical_feature_name
+from tflm.finetune import predict as predict_module
+from tflm.report import write_json
+from tflm.tokenization import text_encoding
+from tflm.tokenization.text_encoder import TextEncoder
 
 EXPORT_FORMAT = "tflm-export-v1"
 META_FILE = "tflm_export.json"
 SIGNATURE = "serving_default"
 ENDPOINT = "serve"
 TEXT_ENDPOINT = "serve_text"
-TRUNCATION_RULE = (
-    "ids(text + prompt); if longer than max_length: ids(text)[-(max_length - len(ids(prompt))):] "
-    "+ ids(prompt) (without a prompt: the last max_length ids); no special tokens"
-)
 
 
 # --- the linear probe head ----------------------------------------------------------------
@@ -186,22 +190,26 @@ def _want_raw_text(raw_text, tokenizer):
     return parts
 
 
-class _TextEncoder:
-    """In-graph text (+ prompt) -> (token_ids, padding_mask) with keras-hub's BytePairTokenizer."""
+class _GraphTextEncoder:
+    """A `TextEncoder` as TF ops (keras-hub's BytePairTokenizer): text -> (token_ids, padding_mask).
 
-    def __init__(self, parts, prompt_ids, prompt, max_length, pad_id=0):
+    The same rule as `tflm.tokenization.text_encoding.encode`, written with
+    ragged tensors so it runs inside the SavedModel; its ids are compared
+    with the `TextEncoder`'s on export (`_check_encoder`) and in the tests.
+    """
+
+    def __init__(self, parts, encoder):
         import keras_hub
+        import tensorflow as tf
 
         vocab, merges = parts
         self.tokenizer = keras_hub.tokenizers.BytePairTokenizer(
             vocabulary=vocab, merges=merges, unsplittable_tokens=[], name="text_tokenizer"
         )
-        self.prompt = prompt or ""
-        self.prompt_ids = list(prompt_ids)
-        self.max_length = int(max_length)
-        self.pad_id = int(pad_id)
-        import tensorflow as tf
-
+        self.prompt = encoder.effective_prompt or ""
+        self.prompt_ids = list(encoder.prompt_ids)
+        self.max_length = encoder.max_length
+        self.pad_id = encoder.pad_id
         # Eagerly, keras-hub tokenizers may return Python lists; run in a graph, as served.
         self.encode = tf.function(self.__call__, input_signature=[tf.TensorSpec([None], tf.string)])
 
@@ -238,8 +246,8 @@ class _TextEncoder:
         return ids, mask
 
 
-def _write_export(path, probabilities_fn, trackables, tokenizer, meta, raw_parts=None, check_texts=None):
-    """Write the SavedModel (+ optional text endpoint), tokenizer, metadata, README and predict.py."""
+def _write_export(path, probabilities_fn, trackables, encoder, meta, raw_parts=None, check_texts=None):
+    """Write the SavedModel (+ optional text endpoint), tokenizer, metadata, README, predict.py."""
     import tensorflow as tf
 
     archive = keras.export.ExportArchive()
@@ -250,29 +258,26 @@ def _write_export(path, probabilities_fn, trackables, tokenizer, meta, raw_parts
         return {"probabilities": probabilities_fn(token_ids, padding_mask)}
 
     archive.add_endpoint(ENDPOINT, serve, input_signature=_token_specs())
-    encoder = None
+    meta.update({"prompt": encoder.prompt, "strip_prompt_space": encoder.strip_prompt_space,
+                 "max_length": encoder.max_length, "pad_id": encoder.pad_id})
     if raw_parts is not None:
-        prompt = meta.get("prompt")
-        if prompt and meta.get("strip_prompt_space"):
-            prompt = prompt.rstrip(" ")
-        prompt_ids = tokenizer.encode(prompt) if prompt else []
-        encoder = _TextEncoder(raw_parts, prompt_ids, prompt, meta["max_length"])
-        encoder.encode(tf.constant(["a"]))  # builds the tokenizer layer (ExportArchive tracks built layers only)
-        archive.track(encoder.tokenizer)
+        graph_encoder = _GraphTextEncoder(raw_parts, encoder)
+        graph_encoder.encode(tf.constant(["a"]))  # builds the tokenizer layer (ExportArchive tracks built layers only)
+        archive.track(graph_encoder.tokenizer)
 
         def serve_text(text):
-            ids, mask = encoder(text)
+            ids, mask = graph_encoder(text)
             return {"probabilities": probabilities_fn(ids, mask)}
 
         archive.add_endpoint(TEXT_ENDPOINT, serve_text, input_signature=[tf.TensorSpec([None], tf.string, name="text")])
         meta["raw_text_endpoint"] = TEXT_ENDPOINT
         if check_texts:
-            meta["raw_text_check"] = _check_encoder(encoder, tokenizer, list(check_texts), meta)
+            meta["raw_text_check"] = _check_encoder(graph_encoder, encoder, list(check_texts))
     else:
         meta["raw_text_endpoint"] = None
     os.makedirs(path, exist_ok=True)
     archive.write_out(path, verbose=False)
-    tokenizer.save(path)
+    encoder.tokenizer.save(path)
     meta.update({
         "format": EXPORT_FORMAT,
         "signature": SIGNATURE,
@@ -280,27 +285,29 @@ def _write_export(path, probabilities_fn, trackables, tokenizer, meta, raw_parts
         "inputs": {"token_ids": "int32 [batch, time]", "padding_mask": "int32 [batch, time] (1 = real token)"},
         "outputs": {"probabilities": "float32 [batch, num_classes]"},
         "tokenizer": "tokenizer.json",
-        "truncation": TRUNCATION_RULE,
-        "pad_id": 0,
+        "truncation": text_encoding.RULE,
     })
-    with open(os.path.join(path, META_FILE), "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=1)
-    with open(os.path.join(path, "predict.py"), "w", encoding="utf-8") as f:
-        f.write(PREDICT_PY)
+    write_json(os.path.join(path, META_FILE), meta)
+    copy_predict_py(path)
     with open(os.path.join(path, "README.md"), "w", encoding="utf-8") as f:
         f.write(_readme(meta))
     return path
 
 
-def _check_encoder(encoder, tokenizer, texts, meta):
+def copy_predict_py(path):
+    """Copy ``predict.py`` (`tflm.finetune.predict`) and the ``text_encoding.py`` it imports into `path`."""
+    for module in (predict_module, text_encoding):
+        shutil.copyfile(module.__file__, os.path.join(path, os.path.basename(module.__file__)))
+
+
+def _check_encoder(graph_encoder, encoder, texts):
+    """How many texts the in-graph encoder gives other ids than `encoder`."""
     import tensorflow as tf
 
-    from tflm.features.inputs import encode_texts
-
-    ref, _ = encode_texts(tokenizer, texts, meta.get("prompt"), meta["max_length"], meta.get("strip_prompt_space", False))
+    ref, _ = encoder.encode(texts)
     mismatches = 0
     for i in range(0, len(texts), 256):
-        ids, mask = encoder.encode(tf.constant(texts[i : i + 256]))
+        ids, mask = graph_encoder.encode(tf.constant(texts[i : i + 256]))
         ids, mask = np.asarray(ids), np.asarray(mask)
         for j, r in enumerate(ref[i : i + 256]):
             if list(ids[j][mask[j] == 1]) != list(r):
@@ -336,13 +343,11 @@ def export_classifier(model, path, tokenizer, label_names=None, prompt=None, str
         "kind": "classifier",
         "num_classes": num_classes,
         "label_names": list(label_names) if label_names is not None else [str(i) for i in range(num_classes)],
-        "prompt": prompt,
-        "strip_prompt_space": bool(strip_prompt_space),
-        "max_length": int(max_length),
         **(extra or {}),
     }
+    encoder = TextEncoder(tokenizer, prompt, max_length, strip_prompt_space)
     raw = _want_raw_text(raw_text, tokenizer)
-    return _write_export(path, probabilities, [model], tokenizer, meta, raw, check_texts)
+    return _write_export(path, probabilities, [model], encoder, meta, raw, check_texts)
 
 
 # --- linear probes -------------------------------------------------------------------------------
@@ -363,9 +368,7 @@ def export_probe(lm, W, b, path, prompt=None, feature="f", mode=None, label_name
             `export_sklearn_probe` to read it off a fitted estimator.
         word_ids: word-feature token ids (for "subset" / "class" / "posneg").
     """
-    feature = {"random_projection": "proj"}.get(feature, feature)
-    if feature not in FEATURES:
-        raise ValueError(f"unknown feature {feature!r}; choose one of {list(FEATURES)}")
+    feature = canonical_feature_name(feature)
     W = np.atleast_2d(np.asarray(W, np.float64))
     b = np.asarray(b, np.float64).reshape(-1)
     if b.shape[0] != W.shape[0]:
@@ -392,14 +395,12 @@ def export_probe(lm, W, b, path, prompt=None, feature="f", mode=None, label_name
         "probe_mode": mode,
         "num_classes": n_out,
         "label_names": list(label_names) if label_names is not None else [str(i) for i in range(n_out)],
-        "prompt": prompt,
-        "strip_prompt_space": bool(strip_prompt_space),
-        "max_length": int(max_length or lm.max_sequence_length),
         "model": lm.name,
         **(extra or {}),
     }
+    encoder = TextEncoder(lm.tokenizer, prompt, int(max_length or lm.max_sequence_length), strip_prompt_space)
     raw = _want_raw_text(raw_text, lm.tokenizer)
-    return _write_export(path, probabilities, [probe_model], lm.tokenizer, meta, raw, check_texts)
+    return _write_export(path, probabilities, [probe_model], encoder, meta, raw, check_texts)
 
 
 def export_sklearn_probe(lm, estimator, path, **kwargs):
@@ -437,7 +438,7 @@ Classes: {meta['label_names']}. Prompt appended to every text: {meta['prompt']!r
 (strip trailing space: {meta['strip_prompt_space']}). Max length: {meta['max_length']} tokens.
 
 Two steps:
-1. ids: `tokenizer.json` (Hugging Face `tokenizers`), no special tokens, {TRUNCATION_RULE}.
+1. ids: `tokenizer.json` (Hugging Face `tokenizers`), no special tokens, {text_encoding.RULE}.
 2. `tf.saved_model.load(this_folder).signatures["{SIGNATURE}"](token_ids=..., padding_mask=...)`
    with int32 [batch, time] tensors (pad id 0, mask 1 = real token) returns
    `{{"probabilities": float32 [batch, {meta['num_classes']}]}}`.
@@ -455,85 +456,3 @@ probs = predict.predict(["a gorgeous, witty film"], "<this folder>")
 ```
 All settings are in `{META_FILE}`.
 """
-
-
-PREDICT_PY = '''#!/usr/bin/env python
-"""Classify texts with the SavedModel in this folder (needs tensorflow, numpy, tokenizers; not tflm).
-
-    python predict.py "text one" "text two"     # or one text per line on stdin
-Prints one JSON line per text: {"label": ..., "probabilities": [...]}.
-"""
-
-import json
-import os
-import sys
-
-import numpy as np
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def load(path=HERE):
-    import tensorflow as tf
-    import tokenizers
-
-    try:  # only needed when the export has the optional raw-text endpoint
-        import tensorflow_text  # noqa: F401
-    except ImportError:
-        pass
-
-    with open(os.path.join(path, "tflm_export.json"), encoding="utf-8") as f:
-        meta = json.load(f)
-    tok = tokenizers.Tokenizer.from_file(os.path.join(path, meta["tokenizer"]))
-    tok.no_padding()
-    tok.no_truncation()
-    fn = tf.saved_model.load(path).signatures[meta["signature"]]
-    return meta, tok, fn
-
-
-def encode(tok, meta, texts):
-    """Token ids of text + prompt, keeping the prompt and the end of the text."""
-    prompt, max_length = meta.get("prompt"), int(meta["max_length"])
-    if prompt and meta.get("strip_prompt_space"):
-        prompt = prompt.rstrip(" ")
-    prompt_ids = tok.encode(prompt, add_special_tokens=False).ids if prompt else []
-    out = []
-    for t in texts:
-        ids = tok.encode(t + (prompt or ""), add_special_tokens=False).ids
-        if len(ids) > max_length:
-            if prompt:
-                text_ids = tok.encode(t, add_special_tokens=False).ids
-                ids = text_ids[-(max_length - len(prompt_ids)):] + prompt_ids
-            else:
-                ids = ids[-max_length:]
-        out.append(ids)
-    return out
-
-
-def pad(id_lists, pad_id=0):
-    n, length = len(id_lists), max(len(x) for x in id_lists)
-    token_ids = np.full((n, length), pad_id, np.int32)
-    mask = np.zeros((n, length), np.int32)
-    for i, ids in enumerate(id_lists):
-        token_ids[i, : len(ids)] = ids
-        mask[i, : len(ids)] = 1
-    return token_ids, mask
-
-
-def predict(texts, path=HERE, batch_size=32, loaded=None):
-    """Class probabilities, a (len(texts), num_classes) float32 array."""
-    meta, tok, fn = loaded or load(path)
-    ids = encode(tok, meta, list(texts))
-    out = []
-    for i in range(0, len(ids), batch_size):
-        token_ids, mask = pad(ids[i : i + batch_size], meta.get("pad_id", 0))
-        out.append(fn(token_ids=token_ids, padding_mask=mask)["probabilities"].numpy())
-    return np.concatenate(out) if out else np.zeros((0, meta["num_classes"]), np.float32)
-
-
-if __name__ == "__main__":
-    texts = sys.argv[1:] or [line.rstrip("\\n") for line in sys.stdin if line.strip()]
-    loaded = load(HERE)
-    for p in predict(texts, loaded=loaded):
-        print(json.dumps({"label": loaded[0]["label_names"][int(np.argmax(p))], "probabilities": p.tolist()}))
-'''

@@ -18,7 +18,7 @@ from tflm.analysis.log_partition import (
 )
 from tflm.features import SentenceFeatures
 from tflm.features.extract import default_cache_dir
-from tflm.jobs.data import load_texts, resolve_task, subsample
+from tflm.tasks.splits import load_texts, resolve_task, subsample
 from tflm.models import load_lm
 from tflm.probes import logistic_probe
 from tflm.report import fmt, markdown_table, write_atomic, write_json

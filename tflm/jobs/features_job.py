@@ -8,9 +8,9 @@ import numpy as np
 
 from tflm.features import SentenceFeatures
 from tflm.features.extract import default_cache_dir
-from tflm.features.feature_extractor import check_feature_names
+from tflm.features.names import check_feature_names
 from tflm.features.task_words import task_word_ids
-from tflm.jobs.data import load_texts, resolve_task
+from tflm.tasks.splits import load_texts, resolve_task
 from tflm.models import load_lm
 
 

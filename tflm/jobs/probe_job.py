@@ -7,9 +7,9 @@ import numpy as np
 
 from tflm.features import SentenceFeatures
 from tflm.features.extract import default_cache_dir
-from tflm.features.feature_extractor import FEATURES, WORD_FEATURES
+from tflm.features.names import FEATURES, WORD_FEATURES
 from tflm.features.task_words import task_word_ids
-from tflm.jobs.data import load_texts, resolve_task, subsample
+from tflm.tasks.splits import load_texts, resolve_task, subsample
 from tflm.models import load_lm
 from tflm.probes import logistic_probe, random_split_probe, softmax_probe
 from tflm.probes.zero_shot import zero_shot_probe

@@ -5,7 +5,7 @@ import os
 import time
 
 from tflm.jobs.analyze_job import log_partition_check
-from tflm.jobs.data import load_texts, resolve_task
+from tflm.tasks.splits import load_texts, resolve_task
 from tflm.jobs.probe_job import results_table, run_probes
 from tflm.models import load_lm
 from tflm.report import bar_chart, fmt, machine_info, markdown_table, text_table, write_atomic, write_json

@@ -8,6 +8,7 @@ from keras import ops
 
 from tflm.lm.cross_entropy_loss import CrossEntropyLoss
 from tflm.lm.quad_loss import QuadLoss, gram_matrix
+from tflm.models.output_embeddings import output_embeddings, word_logits
 from tflm.models.serialization import deserialize_nested, serialize_backbone, serialize_optional
 from tflm.models.untied_head import UntiedHead
 
@@ -61,10 +62,8 @@ class CausalLM(keras.Model):
 
     @property
     def phi(self):
-        """Phi as (V, d): row w is phi_w."""
-        if self.head is not None:
-            return self.head.phi
-        return self.backbone.token_embedding.embeddings
+        """Phi as (V, d): row w is phi_w (an untied backbone's reverse embedding when it has one)."""
+        return output_embeddings(self.backbone, self.head)
 
     @property
     def phi_trainable(self):
@@ -142,7 +141,7 @@ class CausalLM(keras.Model):
 
     def logits(self, token_ids, padding_mask):
         f = self({"token_ids": token_ids, "padding_mask": padding_mask})
-        return ops.einsum("btd,vd->btv", f, ops.convert_to_tensor(self.phi))
+        return word_logits(f, ops.convert_to_tensor(self.phi))
 
     def get_config(self):
         config = super().get_config()

@@ -16,6 +16,7 @@ from tflm.distribute import get_strategy
 from tflm.lm.causal_lm import CausalLM, make_untied_head
 from tflm.lm.corpus import block_dataset, pack_blocks, read_corpus
 from tflm.models.keras_hub_preset import save_preset_dir
+from tflm.models.output_embeddings import output_embeddings
 from tflm.models.language_model import LanguageModel
 from tflm.models.tiny import gpt2_config
 from tflm.tokenization import gpt2_tokenizer
@@ -130,7 +131,8 @@ def build_causal_lm(
         if init_phi is not None:
             phi = _load_matrix(init_phi, v, d, "Phi")
         elif init_embeddings is not None or init is not None:
-            phi = keras.ops.convert_to_numpy(backbone.token_embedding.embeddings)
+            phi = keras.ops.convert_to_numpy(
+                backbone.token_embedding.embeddings if init_embeddings is not None else output_embeddings(backbone))
         head = make_untied_head(v, d, trainable_phi=not fix_phi, phi=phi)
     elif head is not None:
         if init_phi is not None:

@@ -6,6 +6,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from tflm.models.output_embeddings import is_tied, output_embeddings, word_logits
+
 
 class LanguageModel:
     """A causal LM as the paper sees it: features f(s) and output embeddings Phi.
@@ -69,9 +71,7 @@ class LanguageModel:
     @property
     def tied(self):
         """True when Phi is the input token embedding (standard GPT-2)."""
-        if self.head is not None:
-            return False
-        return bool(getattr(self.backbone, "tie_word_embeddings", True))
+        return is_tied(self.backbone, self.head)
 
     @property
     def num_parameters(self):
@@ -83,12 +83,7 @@ class LanguageModel:
     # --- the paper's quantities ------------------------------------------
     def output_embeddings(self):
         """Phi as a (V, d) variable: row w is phi_w."""
-        if self.head is not None:
-            return self.head.phi
-        emb = self.backbone.token_embedding
-        if self.tied:
-            return emb.embeddings
-        return ops.transpose(emb.reverse_embeddings)
+        return output_embeddings(self.backbone, self.head)
 
     def hidden_states(self, token_ids, padding_mask, training=False):
         return self.backbone(
@@ -102,7 +97,7 @@ class LanguageModel:
 
     def logits(self, token_ids, padding_mask):
         f = self.features(token_ids, padding_mask)
-        return ops.einsum("btd,vd->btv", f, ops.convert_to_tensor(self.output_embeddings()))
+        return word_logits(f, ops.convert_to_tensor(self.output_embeddings()))
 
     # --- identity ------------------------------------------------------
     def weights(self):

@@ -1,4 +1,4 @@
-"""Tiny random models for tests (`tiny-gpt2`, `tiny-gpt2-untied`, `tiny-llama`)."""
+"""Tiny random models for tests (`tiny-gpt2`, `tiny-gpt2-untied`, `tiny-llama`, `tiny-llama-untied`)."""
 
 import keras
 import keras_hub
@@ -7,7 +7,7 @@ from tflm.models.language_model import LanguageModel
 from tflm.models.untied_head import UntiedHead
 from tflm.tokenization import gpt2_tokenizer
 
-TINY_SPECS = ("tiny-gpt2", "tiny-gpt2-untied", "tiny-llama")
+TINY_SPECS = ("tiny-gpt2", "tiny-gpt2-untied", "tiny-llama", "tiny-llama-untied")
 
 
 def gpt2_config(name):
@@ -24,7 +24,11 @@ def gpt2_config(name):
 
 
 def load_tiny(spec, seed=0):
-    """A tiny, randomly initialised (seeded) model with the real GPT-2 tokenizer."""
+    """A tiny, randomly initialised (seeded) model with the real GPT-2 tokenizer.
+
+    `tiny-gpt2-untied` has tflm's `UntiedHead`; `tiny-llama-untied` is a
+    keras-hub Llama with ``tie_word_embeddings=False`` (its own output matrix).
+    """
     if spec not in TINY_SPECS:
         raise ValueError(f"unknown tiny model {spec!r}; choose one of {TINY_SPECS}")
     keras.utils.set_random_seed(seed)
@@ -48,7 +52,7 @@ def load_tiny(spec, seed=0):
             intermediate_dim=40,
             rope_max_wavelength=100000,
             layer_norm_epsilon=1e-5,
-            tie_word_embeddings=True,
+            tie_word_embeddings=spec == "tiny-llama",  # untied: a separate reverse_embeddings, as HF Llama
             name="llama3_backbone",
         )
     return LanguageModel(backbone, tokenizer, head=head, name=spec, source="tiny")

@@ -55,6 +55,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from tflm.models.output_embeddings import next_word_distribution
 from tflm.probes.logistic_probe import _check_xy
 
 DEFAULT_L2_GRID = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
@@ -99,8 +100,7 @@ class NextWordDistribution(keras.layers.Layer):
         return layer
 
     def call(self, f):
-        logits = ops.matmul(ops.cast(f, self.phi.dtype), ops.transpose(self.phi))
-        return ops.softmax(logits, axis=-1)
+        return next_word_distribution(ops.cast(f, self.phi.dtype), self.phi)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.vocabulary_size,)

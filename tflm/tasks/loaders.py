@@ -1,11 +1,10 @@
-"""Loading task data: tsv / csv files, TensorFlow Datasets, random splits.
+"""Loading task data: tsv / csv files, TensorFlow Datasets (splits and protocols: `tflm.tasks.splits`).
 
 Every loader returns ``(texts, labels)``: a list of str and an int64 numpy
 array of labels in ``0..k-1``. Bad input raises `DataError` naming the file
 and the 1-based line number.
 """
 
-import collections
 import csv
 import io
 import os
@@ -360,45 +359,3 @@ def as_tf_dataset(texts, labels, batch_size=None, shuffle=False, seed=0):
     if batch_size:
         ds = ds.batch(batch_size)
     return ds
-
-
-RandomSplit = collections.namedtuple(
-    "RandomSplit",
-    ["train_texts", "train_labels", "test_texts", "test_labels", "train_index", "test_index"],
-)
-
-
-def _take(items, index):
-    if isinstance(items, np.ndarray):
-        return items[index]
-    return [items[i] for i in index]
-
-
-def random_splits(texts, labels, n_splits=10, test_fraction=0.1, seed=0):
-    """Seeded random train/test splits (the reference's CR / MPQA protocol).
-
-    Each split is a fresh permutation; the first ``int(n * (1 -
-    test_fraction))`` examples train, the rest test. The reference drew
-    ``np.random.permutation`` unseeded; with ``seed=s`` these are the
-    splits it draws after ``np.random.seed(s)``.
-
-    `texts` may be a list or a numpy array (e.g. precomputed features).
-
-    Yields:
-        `RandomSplit(train_texts, train_labels, test_texts, test_labels,
-        train_index, test_index)`.
-    """
-    labels = np.asarray(labels)
-    n = len(labels)
-    if len(texts) != n:
-        raise ValueError(f"{len(texts)} texts but {n} labels")
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    n_train = int(n * (1 - test_fraction))
-    if n_train < 1 or n_train >= n:
-        raise ValueError(f"{n} examples are too few for a {1 - test_fraction:g}/{test_fraction:g} split")
-    rng = np.random.RandomState(seed)
-    for _ in range(n_splits):
-        perm = rng.permutation(n)
-        tr, te = perm[:n_train], perm[n_train:]
-        yield RandomSplit(_take(texts, tr), labels[tr], _take(texts, te), labels[te], tr, te)

@@ -4,6 +4,8 @@ import copy
 import dataclasses
 from typing import Optional
 
+from tflm.features.names import canonical_feature_name
+
 # Word lists of the reference code (test_downstream.py). The reference lists
 # class / posneg words as [':)', ':('] and ['positive', 'negative']; tflm keeps
 # them in LABEL order (negative first), which only permutes feature columns.
@@ -26,29 +28,7 @@ NEWS_PROMPT = " This article is about "
 
 SPLIT_PROTOCOLS = ("fixed", "random_90_10")
 
-# Canonical feature names (see `Task.probe_solver`) and accepted spellings,
-# including the reference code's names ("Phi p_f", "subset p_f", ...).
-FEATURE_NAMES = ("f", "phi_p", "p", "subset", "class", "posneg", "random_projection")
-_FEATURE_ALIASES = {
-    "phi_p_f": "phi_p", "phip": "phi_p", "phi_pf": "phi_p", "mean": "phi_p",
-    "p_f": "p", "pf": "p",
-    "subset_p_f": "subset", "class_p_f": "class", "posneg_p_f": "posneg",
-    "a_p_f": "random_projection", "ap": "random_projection", "a_p": "random_projection",
-}
-
 DEFAULT_SOLVER = {"solver": "liblinear", "multi_class": "auto"}
-
-
-def canonical_feature_name(name):
-    """'Phi p_f' -> 'phi_p', 'subset p_f' -> 'subset', ... (ValueError if unknown)."""
-    key = str(name).strip().lower().replace(" ", "_").replace("-", "_")
-    key = _FEATURE_ALIASES.get(key, key)
-    if key not in FEATURE_NAMES:
-        raise ValueError(
-            f"unknown feature name {name!r}; expected one of {list(FEATURE_NAMES)} "
-            f"(or the reference names 'Phi p_f', 'subset p_f', 'class p_f', 'posneg p_f', 'p_f')"
-        )
-    return key
 
 
 def _tuple_of_str(value, field):

@@ -17,7 +17,6 @@ No special tokens are ever added (the paper's features use none).
 import json
 import os
 
-import numpy as np
 import tokenizers
 
 GPT2_ASSET_DIR = os.path.join(
@@ -103,6 +102,15 @@ class Tokenizer:
 
         return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()[:16]
 
+    def get_config(self):
+        """Every constructor argument, JSON-serializable (the backend as its JSON definition)."""
+        return {"backend": self.to_json(), "name": self.name, "eos_token_id": self.eos_token_id}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(tokenizers.Tokenizer.from_str(config.pop("backend")), **config)
+
     def save(self, directory):
         os.makedirs(directory, exist_ok=True)
         self.backend.save(os.path.join(directory, "tokenizer.json"))
@@ -132,15 +140,3 @@ def gpt2_tokenizer():
         os.path.join(GPT2_ASSET_DIR, "vocab.json"),
         os.path.join(GPT2_ASSET_DIR, "merges.txt"),
     )
-
-
-def pad_batch(id_lists, pad_id=0, length=None):
-    """Right-pad lists of ids into (token_ids, padding_mask) int32 arrays."""
-    n = len(id_lists)
-    length = length or max((len(x) for x in id_lists), default=0)
-    token_ids = np.full((n, length), pad_id, dtype=np.int32)
-    mask = np.zeros((n, length), dtype=np.int32)
-    for i, ids in enumerate(id_lists):
-        token_ids[i, : len(ids)] = ids
-        mask[i, : len(ids)] = 1
-    return token_ids, mask
