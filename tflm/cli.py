@@ -4,7 +4,7 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from tflm import native_logs
 
 
 def _csv(kind):
@@ -153,6 +153,8 @@ def build_parser():
         description="Causal language models as features for text classification "
         "(Saunshi, Malladi, Arora, ICLR 2021).",
     )
+    p.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow's native log lines (oneDNN, CUDA, absl); hidden by default")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("info", help="print a model's architecture, d, V, head, size and tokenizer")
@@ -267,6 +269,8 @@ def build_parser():
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_finetune)
 
+    for s in sub.choices.values():  # `--verbose` also after the command name
+        s.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 
@@ -275,6 +279,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
+    native_logs.configure(verbose=args.verbose)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, ConnectionError, FloatingPointError) as e:
