@@ -9,7 +9,6 @@ epoch, and the re-run overwrites what the first attempt wrote.
 """
 
 import csv
-import io
 import os
 
 import keras
@@ -66,17 +65,20 @@ class EpochLog(keras.callbacks.CSVLogger):
         self.start_epoch = int(start_epoch)
 
     def on_train_begin(self, logs=None):
-        rows = [r for r in read_history(self.filename) if r["epoch"] < self.start_epoch]
-        if rows:
-            keys = ["epoch"] + sorted({k for r in rows for k in r} - {"epoch"})
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=keys, restval="NA")
-            writer.writeheader()
-            writer.writerows(rows)
-            write_atomic(self.filename, buf.getvalue())
-        elif os.path.exists(self.filename):
-            os.remove(self.filename)
+        lines = _complete_lines(self.filename)
+        if lines:
+            kept = lines[:1] + [line for line in lines[1:] if int(line.split(self.sep, 1)[0]) < self.start_epoch]
+            write_atomic(self.filename, "".join(kept))
         super().on_train_begin(logs)
+
+
+def _complete_lines(path):
+    """The newline-terminated lines of a text file ([] when there is none): a partial last line is left out."""
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8", newline="") as f:
+        lines = f.read().splitlines(keepends=True)
+    return lines if not lines or lines[-1].endswith("\n") else lines[:-1]
 
 
 def read_history(path):
@@ -84,20 +86,10 @@ def read_history(path):
 
     A partial last line (a process killed while writing it) is left out.
     """
-    if not os.path.isfile(path):
-        return []
-    with open(path, encoding="utf-8", newline="") as f:
-        text = f.read()
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines = lines[:-1]
-    rows = []
-    for row in csv.DictReader(lines):
-        if None in row or any(v is None for v in row.values()):
-            continue  # malformed (partial) row
-        rows.append({"epoch": int(row["epoch"]),
-                     **{k: float(v) for k, v in row.items() if k != "epoch" and v != "NA"}})
-    return rows
+    return [
+        {"epoch": int(row["epoch"]), **{k: float(v) for k, v in row.items() if k != "epoch" and v != "NA"}}
+        for row in csv.DictReader(_complete_lines(path))
+    ]
 
 
 class BestCheckpoint(keras.callbacks.ModelCheckpoint):
