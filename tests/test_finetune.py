@@ -25,6 +25,7 @@ from tflm.finetune import Classifier, LMSnapshot, finetune, finetune_splits, rea
 from tflm.finetune.callbacks import BestCheckpoint, EpochLog, PatienceStop, read_history  # noqa: E402
 from tflm.finetune.export import export_classifier, export_sklearn_probe, probe_mode  # noqa: E402
 from tflm.finetune.config import FinetuneConfig  # noqa: E402
+from tflm.finetune.grid import model_identity  # noqa: E402
 from tflm.models import load_lm  # noqa: E402
 from tflm.tasks import PACKAGED_DATA_DIR, load_split, task_from_folder  # noqa: E402
 from tflm.tokenization.tokenizer import pad_batch  # noqa: E402
@@ -151,6 +152,16 @@ def test_cli_parses_number_lists_and_config_validates():
         with pytest.raises(ValueError, match=message.replace("(", r"\(")) as e:
             FinetuneConfig("sst2", **settings)
         assert "--" not in str(e.value)  # library errors name arguments, not command-line flags
+
+
+def test_model_identity_holds_no_local_path(tmp_path):
+    lm = load_lm("tiny-gpt2")
+    assert model_identity("tiny-gpt2", lm) == "tiny-gpt2"
+    local = tmp_path / "my_model"
+    local.mkdir()
+    assert model_identity(str(local), lm) == f"my_model@{lm.fingerprint()}"
+    assert model_identity(str(local) + "/", lm) == f"my_model@{lm.fingerprint()}"
+    assert model_identity(lm, lm) == f"{lm.name}@{lm.fingerprint()}"
 
 
 def test_patience_stop_is_keras_early_stopping_replayed():
