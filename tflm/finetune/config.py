@@ -79,23 +79,23 @@ class FinetuneConfig:
     """
 
     task: object
-    data_dir: str = None
-    prompt: object = False
-    lrs: tuple = DEFAULT_LRS
-    batch_sizes: tuple = None
+    data_dir: str | None = None
+    prompt: bool | str = False
+    lrs: tuple[float, ...] = DEFAULT_LRS
+    batch_sizes: tuple[int, ...] | None = None
     epochs: int = 10
     out_dir: str = "finetune_out"
     seed: int = 0
-    early_stop: int = None
-    max_train: int = None
-    max_eval: int = None
+    early_stop: int | None = None
+    max_train: int | None = None
+    max_eval: int | None = None
     splits: str = "paper"
     dropout: float = 0.1
-    max_length: int = None
+    max_length: int | None = None
     strip_prompt_space: bool = False
     pad_to_multiple: int = 8
     jit_compile: bool = False
-    export_dir: str = None
+    export_dir: str | None = None
     export_raw_text: bool = False
     keep_weights: bool = False
 
