@@ -51,6 +51,7 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 # Buffers some checkpoints carry that are not parameters.
 _IGNORABLE_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
 
+
 # --- safetensors ------------------------------------------------------------
 class SafetensorsCheckpoint(CheckpointLoader):
     """Reads every tensor of a (possibly sharded) safetensors checkpoint, floats as float32.
