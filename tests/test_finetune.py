@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -20,9 +21,10 @@ import pytest  # noqa: E402
 from tflm import cli  # noqa: E402
 from tflm.features import FeatureExtractor  # noqa: E402
 from tflm.finetune import Classifier, LMSnapshot, finetune, finetune_splits, read_events  # noqa: E402
-from tflm.finetune.callbacks import PatienceStop  # noqa: E402
+from tflm.finetune.callbacks import BestCheckpoint, EpochLog, PatienceStop, read_history  # noqa: E402
 from tflm.finetune.export import export_classifier, export_sklearn_probe, probe_mode  # noqa: E402
-from tflm.finetune.grid import parse_grid  # noqa: E402
+from tflm.finetune.config import FinetuneConfig  # noqa: E402
+from tflm.finetune.grid import model_identity  # noqa: E402
 from tflm.models import load_lm  # noqa: E402
 from tflm.tasks import PACKAGED_DATA_DIR, load_split, task_from_folder  # noqa: E402
 from tflm.tokenization.text_encoder import encode_texts  # noqa: E402
@@ -71,8 +73,10 @@ def toy_task(tmp_path_factory):
 @pytest.fixture(scope="module")
 def grid_report(toy_task, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("grid"))
-    report = finetune("tiny-gpt2", toy_task, out_dir=out, **GRID)
-    return out, report
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = finetune("tiny-gpt2", toy_task, out_dir=out, **GRID)
+    return out, report, [str(w.message) for w in caught]
 
 
 # --- the classifier ---------------------------------------------------------------------
@@ -126,22 +130,97 @@ def test_paper_splits_sst2_and_agnews(tmp_path):
     assert sorted(splits["train"][0] + splits["dev"][0]) == sorted(r.split("\t")[1] for r in rows)
 
 
-def test_parse_grid_and_patience():
-    assert parse_grid("5e-5, 1e-4", float, "--lrs") == [5e-5, 1e-4]
-    assert parse_grid([8, 16], int, "--batch-sizes") == [8, 16]
-    for bad, kind in (("1e-4,x", float), ("8,1.5", int), ("0", float), ("-8", int), ("8,8", int), ("", int),
-                      ("nan", float)):
-        with pytest.raises(ValueError):
-            parse_grid(bad, kind, "--x")
+def test_cli_parses_number_lists_and_config_validates():
+    assert cli.parse_number_list("5e-5, 1e-4", float, "--lrs") == [5e-5, 1e-4]
+    assert cli.parse_number_list("8,16", int, "--batch-sizes") == [8, 16]
+    for bad, kind in (("1e-4,x", float), ("8,1.5", int), ("", int), ("8,,16", int)):
+        with pytest.raises(ValueError, match="^--x: "):
+            cli.parse_number_list(bad, kind, "--x")
+    config = FinetuneConfig("sst2", lrs=[5e-5, 1e-4], batch_sizes=(8, 16))
+    assert config.lrs == (5e-5, 1e-4) and config.batch_sizes == (8, 16)
+    assert FinetuneConfig("agnews").grid_batch_sizes("agnews") == (8, 12, 16)
+    assert FinetuneConfig("sst2", lrs=1e-3).lrs == (1e-3,)
+    bad_settings = [
+        (dict(lrs="1e-4,2e-4"), "lrs: expected a sequence"), (dict(lrs=[0.0]), "lrs: 0.0 must be a positive"),
+        (dict(lrs=[float("nan")]), "lrs: nan"), (dict(batch_sizes=[8, 8]), "batch_sizes: 8 is repeated"),
+        (dict(batch_sizes=[8, 1.5]), "batch_sizes: 1.5 is not an integer"), (dict(lrs=[]), "lrs: expected at least"),
+        (dict(epochs=0), "epochs must be a positive integer"), (dict(early_stop=0), "early_stop must be"),
+        (dict(dropout=1.0), "dropout must be in"), (dict(splits="mine"), "splits must be one of"),
+        (dict(prompt=3), "prompt must be"),
+    ]
+    for settings, message in bad_settings:
+        with pytest.raises(ValueError, match=message.replace("(", r"\(")) as e:
+            FinetuneConfig("sst2", **settings)
+        assert "--" not in str(e.value)  # library errors name arguments, not command-line flags
+
+
+def test_model_identity_holds_no_local_path(tmp_path):
+    lm = load_lm("tiny-gpt2")
+    assert model_identity("tiny-gpt2", lm) == "tiny-gpt2"
+    local = tmp_path / "my_model"
+    local.mkdir()
+    assert model_identity(str(local), lm) == f"my_model@{lm.fingerprint()}"
+    assert model_identity(str(local) + "/", lm) == f"my_model@{lm.fingerprint()}"
+    assert model_identity(lm, lm) == f"{lm.name}@{lm.fingerprint()}"
+
+
+def test_patience_stop_is_keras_early_stopping_replayed():
+    assert issubclass(PatienceStop, keras.callbacks.EarlyStopping)
     entries = [{"val_accuracy": v} for v in (0.5, 0.7, 0.7, 0.6)]
     assert PatienceStop.should_stop(entries, 2)  # best at epoch 2, two epochs without improvement
     assert not PatienceStop.should_stop(entries, 3)
     assert not PatienceStop.should_stop(entries[:2], 1)
+    assert PatienceStop.should_stop(entries[:3], 1)  # a tie does not improve
+
+
+def test_history_and_best_checkpoint_resume_exactly(tmp_path):
+    """Killed after epoch 3 was logged (and a partial row written) but before its backup: exact files after resuming."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 3)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    values = [0.5, 0.75, 0.8, 0.8]  # epoch 3 ties epoch 2: the earlier one stays the best
+    path = str(tmp_path / "history.csv")
+    snapshots = {}
+
+    class Fake(keras.callbacks.Callback):  # a fixed val_accuracy sequence; records each epoch's weights
+        def on_epoch_end(self, epoch, logs=None):
+            logs["val_accuracy"] = values[epoch]
+            snapshots[epoch] = self.model.get_weights()
+
+    def make():
+        keras.utils.set_random_seed(0)
+        m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        m.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        return m
+
+    def fit(weights, start, epochs):
+        m = make()
+        if weights is not None:
+            m.set_weights(weights)
+        m.fit(x, y, validation_data=(x, y), epochs=epochs, initial_epoch=start, verbose=0, shuffle=False,
+              callbacks=[Fake(), EpochLog(path, start_epoch=start), BestCheckpoint(str(tmp_path), start_epoch=start)])
+        return m
+
+    fit(None, 0, 3)  # the killed attempt: epochs 0-2 logged, epoch 2 the best so far
+    backed_up = snapshots[1]  # but only 2 epochs were backed up
+    with open(path, "a") as f:
+        f.write("3,0.1")
+    snapshots.clear()
+    fit(backed_up, 2, 4)
+    history = read_history(path)
+    assert [r["epoch"] for r in history] == [0, 1, 2, 3]
+    assert [r["val_accuracy"] for r in history] == values
+    assert json.load(open(tmp_path / "best.json")) == {"epoch": 2, "val_accuracy": 0.8}
+    assert sorted(os.listdir(tmp_path)) == ["best.json", "best.weights.h5", "history.csv"]
+    best = make()
+    best.load_weights(str(tmp_path / "best.weights.h5"))
+    for a, b in zip(best.get_weights(), snapshots[2]):
+        np.testing.assert_array_equal(a, b)
 
 
 # --- the grid -----------------------------------------------------------------------------
 def test_grid_selects_by_dev_and_writes_reports(grid_report):
-    out, report = grid_report
+    out, report, caught = grid_report
     runs = report["runs"]
     assert [r["run"] for r in runs] == ["lr0.001_bs8", "lr0.001_bs16", "lr0.003_bs8", "lr0.003_bs16"]
     best_dev = max(r["dev_accuracy"] for r in runs)
@@ -155,9 +234,13 @@ def test_grid_selects_by_dev_and_writes_reports(grid_report):
         curve = r["history"]["val_accuracy"]
         assert r["best_epoch"] == int(np.argmax(curve)) + 1
         assert r["dev_accuracy"] == pytest.approx(max(curve), abs=1e-6)
-        assert 0.0 <= r["test_accuracy"] <= 1.0
+        assert r["test_accuracy"] * 16 == pytest.approx(round(r["test_accuracy"] * 16))  # 16 test examples
     with open(os.path.join(out, "results.json")) as f:
-        assert strip_times(json.load(f)) == strip_times(json.loads(json.dumps(report)))
+        text = f.read()
+    assert strip_times(json.loads(text)) == strip_times(json.loads(json.dumps(report)))
+    # A shippable report: no path of this machine (the output folder is a pytest tmp path).
+    assert out not in text and os.path.dirname(out) not in text and report["selected_model"] == "selected_model.keras"
+    assert not [w for w in caught if "shuffle" in w], caught
     md = open(os.path.join(out, "results.md")).read()
     assert "| **" + report["selected"]["run"] + "** |" in md and md.count("\n| lr0.") == 3
     with open(os.path.join(out, "dev_accuracy.png"), "rb") as f:
@@ -168,7 +251,7 @@ def test_grid_selects_by_dev_and_writes_reports(grid_report):
 
 
 def test_grid_resumes_after_kill_and_reports_the_same(grid_report, toy_task, tmp_path):
-    _, reference = grid_report
+    _, reference, _ = grid_report
     out = str(tmp_path / "resumed")
     # Killed right after the first epoch of the second run was backed up.
     code = f"""
@@ -199,14 +282,14 @@ def test_grid_resumes_after_kill_and_reports_the_same(grid_report, toy_task, tmp
 
 
 def test_grid_refuses_other_settings_in_same_folder(grid_report, toy_task):
-    out, _ = grid_report
+    out, _, _ = grid_report
     with pytest.raises(ValueError, match="differs in: epochs"):
         finetune("tiny-gpt2", toy_task, out_dir=out, **dict(GRID, epochs=3))
 
 
 # --- export ------------------------------------------------------------------------------
 def test_export_reload_parity_in_fresh_process(grid_report, tmp_path):
-    out, report = grid_report
+    out, report, _ = grid_report
     lm = load_lm("tiny-gpt2")
     model = keras.models.load_model(os.path.join(out, "selected_model.keras"))
     texts = ["a gorgeous , witty film", "a dull mess", "it 's good " * 40, "!"]
@@ -297,14 +380,14 @@ def test_mirrored_two_cpus_matches_single_device(toy_task, tmp_path):
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from tflm.distribute import get_strategy
         from tflm.finetune import finetune
-        kw = dict(lrs="1e-3", batch_sizes="8", epochs=1, dropout=0.0, seed=0, verbose=0)
+        kw = dict(lrs=[1e-3], batch_sizes=[8], epochs=1, dropout=0.0, seed=0, verbose=0)
         mirrored = get_strategy("mirrored")
         assert mirrored.num_replicas_in_sync == 2, mirrored.extended.worker_devices
         a = finetune("tiny-gpt2", {toy_task!r}, strategy=mirrored, out_dir={str(tmp_path / 'm')!r}, **kw)
         b = finetune("tiny-gpt2", {toy_task!r}, strategy="one", out_dir={str(tmp_path / 'o')!r}, **kw)
         try:
             finetune("tiny-gpt2", {toy_task!r}, strategy=mirrored, out_dir={str(tmp_path / 'x')!r},
-                     **dict(kw, batch_sizes="7"))
+                     **dict(kw, batch_sizes=[7]))
             odd = None
         except ValueError as e:
             odd = str(e)
@@ -363,7 +446,7 @@ def test_cli_end_to_end_with_early_stop_and_export(toy_task, tmp_path, capsys):
 
 def test_default_export_loads_without_tensorflow_text(grid_report, tmp_path):
     """The default export (no raw-text endpoint) needs only TensorFlow to load and serve."""
-    out, _ = grid_report
+    out, _, _ = grid_report
     lm = load_lm("tiny-gpt2")
     model = keras.models.load_model(os.path.join(out, "selected_model.keras"))
     ids, _ = encode_texts(lm.tokenizer, ["a gorgeous film", "dull"], None, 64)

@@ -51,7 +51,7 @@ def test_multi_worker_two_local_workers(tmp_path):
     code = textwrap.dedent(f"""
         import json
         from tflm.finetune import finetune
-        r = finetune("tiny-gpt2", {str(task)!r}, lrs="1e-3", batch_sizes="4", epochs=1,
+        r = finetune("tiny-gpt2", {str(task)!r}, lrs=[1e-3], batch_sizes=[4], epochs=1,
                      strategy="multiworker", out_dir={out!r}, seed=0, verbose=0)
         print(json.dumps({{"selected": r["selected"], "replicas": r["replicas"], "run": r["runs"][0]}}))
     """)

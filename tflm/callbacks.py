@@ -6,6 +6,7 @@ import time
 
 import keras
 
+from tflm._compat import BackupAndRestoreHooks
 from tflm.report import write_json
 
 
@@ -33,7 +34,7 @@ class Throughput(keras.callbacks.Callback):
             logs[self.name] = self._steps * self.units_per_step / max(time.time() - self._t0, 1e-9)
 
 
-class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+class AtomicBackupAndRestore(BackupAndRestoreHooks):
     """`BackupAndRestore` (epoch granularity) whose backup is one atomic commit.
 
     Keras writes ``latest.weights.h5`` and then ``training_metadata.json``;
@@ -46,31 +47,28 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     STATE = "backup.json"
 
-    def __init__(self, backup_dir):
-        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
-
     @classmethod
     def completed_epochs(cls, backup_dir):
         """Epochs a backup in `backup_dir` holds (0 when there is none)."""
         state = read_json(os.path.join(backup_dir, cls.STATE))
         return 0 if state is None else int(state["epoch"])
 
-    def _load_model(self):
+    def load_backup(self):
         state = read_json(os.path.join(self.backup_dir, self.STATE))
         if state is None:
-            return
+            return 0
         if not self.model.built:
             raise ValueError("AtomicBackupAndRestore: build the model before fit()")
         if self.model.optimizer is not None and not self.model.optimizer.built:
             self.model.optimizer.build(self.model.trainable_variables)
         self.model.load_weights(os.path.join(self.backup_dir, state["weights"]))
-        self.model._initial_epoch = int(state["epoch"])
+        return int(state["epoch"])
 
-    def _save_model(self):
+    def save_backup(self, epoch):
         os.makedirs(self.backup_dir, exist_ok=True)
-        name = f"epoch_{self._current_epoch}.weights.h5"
+        name = f"epoch_{epoch}.weights.h5"
         self.model.save_weights(os.path.join(self.backup_dir, name), overwrite=True)
-        write_json(os.path.join(self.backup_dir, self.STATE), {"epoch": self._current_epoch, "weights": name})
+        write_json(os.path.join(self.backup_dir, self.STATE), {"epoch": epoch, "weights": name})
         for f in os.listdir(self.backup_dir):
             if f.startswith("epoch_") and f.endswith(".weights.h5") and f != name:
                 os.remove(os.path.join(self.backup_dir, f))

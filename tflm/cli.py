@@ -4,7 +4,7 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from tflm import native_logs
 
 
 def _csv(kind):
@@ -16,6 +16,20 @@ def _csv(kind):
             raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated {kind.__name__} values") from None
 
     return parse
+
+
+def parse_number_list(text, kind, flag):
+    """Numbers (`kind` int or float) from a comma-separated `text`; ValueError naming `flag` and the bad item."""
+    items = [t.strip() for t in text.split(",")]
+    if not text.strip() or any(not t for t in items):
+        raise ValueError(f"{flag}: expected a comma-separated list of numbers, got {text!r}")
+    out = []
+    for t in items:
+        try:
+            out.append(int(t, 10) if kind is int else float(t))
+        except ValueError:
+            raise ValueError(f"{flag}: {t!r} is not {'an integer' if kind is int else 'a number'}") from None
+    return out
 
 
 def cmd_info(args):
@@ -73,15 +87,17 @@ def cmd_pretrain(args):
 
 
 def cmd_finetune(args):
-    from tflm.finetune import finetune
+    from tflm.finetune import FinetuneConfig, finetune
 
-    report = finetune(
-        args.model, args.task, data_dir=args.data, prompt=args.prompt, lrs=args.lrs,
-        batch_sizes=args.batch_sizes, epochs=args.epochs, strategy=args.strategy, out_dir=args.out,
-        seed=args.seed, early_stop=args.early_stop, max_train=args.max_train, max_eval=args.max_eval,
-        splits=args.splits, dropout=args.dropout, max_length=args.max_length,
+    lrs = parse_number_list(args.lrs, float, "--lrs")
+    batch_sizes = None if args.batch_sizes is None else parse_number_list(args.batch_sizes, int, "--batch-sizes")
+    config = FinetuneConfig(
+        args.task, data_dir=args.data, prompt=args.prompt, lrs=lrs, batch_sizes=batch_sizes, epochs=args.epochs,
+        out_dir=args.out, seed=args.seed, early_stop=args.early_stop, max_train=args.max_train,
+        max_eval=args.max_eval, splits=args.splits, dropout=args.dropout, max_length=args.max_length,
         strip_prompt_space=args.strip_prompt_space, export_dir=args.export, export_raw_text=args.export_raw_text,
     )
+    report = finetune(args.model, config, strategy=args.strategy)
     sel = report["selected"]
     print(f"selected {sel['run']} (epoch {sel['best_epoch']}): dev accuracy {sel['dev_accuracy']:.4f}, "
           f"test accuracy {sel['test_accuracy']:.4f}")
@@ -153,6 +169,8 @@ def build_parser():
         description="Causal language models as features for text classification "
         "(Saunshi, Malladi, Arora, ICLR 2021).",
     )
+    p.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow's native log lines (oneDNN, CUDA, absl); hidden by default")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("info", help="print a model's architecture, d, V, head, size and tokenizer")
@@ -267,6 +285,8 @@ def build_parser():
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_finetune)
 
+    for s in sub.choices.values():  # `--verbose` also after the command name
+        s.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 
@@ -275,6 +295,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     args.argv = argv
+    native_logs.configure(verbose=args.verbose)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, ConnectionError, FloatingPointError) as e:

@@ -29,7 +29,7 @@ def get_strategy(name="auto"):
     tf_config = _read_tf_config()
     if name == "multiworker" or (name == "auto" and tf_config and len(tf_config["cluster"].get("worker", [])) > 1):
         if not tf_config:
-            raise ValueError("--strategy multiworker needs the TF_CONFIG environment variable")
+            raise ValueError("strategy 'multiworker' needs the TF_CONFIG environment variable")
         return _cached("multiworker", tf.distribute.MultiWorkerMirroredStrategy)
     gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored" and not gpus:

@@ -1,21 +1,22 @@
 """Keras callbacks of a fine-tuning run; all of them survive a restart exactly.
 
-Order matters: `EpochLog` and `BestCheckpoint` write at the end of an epoch
-*before* `BackupAndRestore` backs it up, so a process killed in between
-re-runs that epoch, and the re-run overwrites what the first attempt wrote.
+`EpochLog`, `BestCheckpoint` and `PatienceStop` are Keras' `CSVLogger`,
+`ModelCheckpoint(save_best_only=True)` and `EarlyStopping`, extended only to
+resume: each takes the number of epochs the backup holds (`start_epoch`)
+or their logs. Order matters: they act at the end of an epoch *before*
+`BackupAndRestore` backs it up, so a process killed in between re-runs that
+epoch, and the re-run overwrites what the first attempt wrote.
 """
 
+import csv
 import os
 
 import keras
 import numpy as np
 
+from tflm._compat import seed_generators
 from tflm.callbacks import read_json
-from tflm.report import write_json
-
-
-def _floats(logs):
-    return {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
+from tflm.report import write_atomic, write_json
 
 
 class SetEpoch(keras.callbacks.Callback):
@@ -40,9 +41,7 @@ class EpochSeeds(keras.callbacks.Callback):
     STEP_SPACE = 1 << 24
 
     def on_train_begin(self, logs=None):
-        self._generators = []
-        for layer in self.model._flatten_layers(include_self=True, recursive=True):
-            self._generators.extend(getattr(layer, "_seed_generators", []))
+        self._generators = seed_generators(self.model)
         self._seeds = [int(np.asarray(g.state.numpy() if hasattr(g.state, "numpy") else g.state)[0])
                        for g in self._generators]
 
@@ -52,99 +51,112 @@ class EpochSeeds(keras.callbacks.Callback):
             g.state.assign(state)
 
 
-class EpochLog(keras.callbacks.Callback):
-    """Keeps the run's full per-epoch history in `path` (JSON), across restarts.
+class EpochLog(keras.callbacks.CSVLogger):
+    """Keras' `CSVLogger` (appending) that keeps a resumed run's history exact.
 
-    A restarted fit starts at epoch e; entries from epoch e on (written by an
-    attempt killed before its backup) are dropped first.
+    A fit resumed after `start_epoch` completed (backed-up) epochs first
+    drops the rows of epochs >= `start_epoch`: rows an attempt killed before
+    its backup wrote (possibly a partial last line), which the resumed fit
+    writes again.
     """
 
-    def __init__(self, path, extra=None):
-        super().__init__()
-        self.path = path
-        self.extra = extra or (lambda: {})
+    def __init__(self, path, start_epoch=0):
+        super().__init__(path, append=True)
+        self.start_epoch = int(start_epoch)
 
-    def load(self):
-        return read_json(self.path, default=[])
-
-    def on_epoch_begin(self, epoch, logs=None):
-        entries = [e for e in self.load() if e["epoch"] < epoch]
-        write_json(self.path, entries)
-
-    def on_epoch_end(self, epoch, logs=None):
-        entries = [e for e in self.load() if e["epoch"] < epoch]
-        entries.append({"epoch": int(epoch), **_floats(logs), **self.extra()})
-        write_json(self.path, entries)
+    def on_train_begin(self, logs=None):
+        lines = _complete_lines(self.filename)
+        if lines:
+            kept = lines[:1] + [line for line in lines[1:] if int(line.split(self.sep, 1)[0]) < self.start_epoch]
+            write_atomic(self.filename, "".join(kept))
+        super().on_train_begin(logs)
 
 
-class BestCheckpoint(keras.callbacks.Callback):
-    """Saves the weights of the epoch with the best `monitor` (max), across restarts.
+def _complete_lines(path):
+    """The newline-terminated lines of a text file ([] when there is none): a partial last line is left out."""
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8", newline="") as f:
+        lines = f.read().splitlines(keepends=True)
+    return lines if not lines or lines[-1].endswith("\n") else lines[:-1]
 
-    Writes ``<dir>/best.weights.npz`` (model weights only, no optimizer) and
-    ``<dir>/best.json`` ({"epoch", monitor}). Ties keep the earlier epoch.
-    The best value so far is read back from `best.json`, so a resumed run
-    keeps comparing against the epochs before the interruption.
+
+def read_history(path):
+    """The rows of an `EpochLog` CSV file as dicts of floats ("epoch" an int); [] when there is none.
+
+    A partial last line (a process killed while writing it) is left out.
+    """
+    return [
+        {"epoch": int(row["epoch"]), **{k: float(v) for k, v in row.items() if k != "epoch" and v != "NA"}}
+        for row in csv.DictReader(_complete_lines(path))
+    ]
+
+
+class BestCheckpoint(keras.callbacks.ModelCheckpoint):
+    """Keras' `ModelCheckpoint(save_best_only=True)` for `monitor` (max), atomic and resumable.
+
+    Writes ``<dir>/best.weights.h5`` (`save_weights`: model weights only, no
+    optimizer) and ``<dir>/best.json`` ({"epoch", monitor}). Ties keep the
+    earlier epoch. Keras writes to ``best.tmp.weights.h5``, which replaces the
+    weights file once complete. A fit resumed after `start_epoch` completed
+    epochs starts from the best value recorded before it; a record of epoch
+    >= `start_epoch` (written by an attempt killed before its backup) is
+    ignored: that epoch is re-run from the same state and beats the earlier
+    best again, as it did the first time.
     """
 
-    def __init__(self, directory, monitor="val_accuracy"):
-        super().__init__()
+    WEIGHTS = "best.weights.h5"
+    INFO = "best.json"
+
+    def __init__(self, directory, monitor="val_accuracy", start_epoch=0):
         self.directory = directory
-        self.monitor = monitor
-        self.weights_path = os.path.join(directory, "best.weights.npz")
-        self.info_path = os.path.join(directory, "best.json")
-
-    def on_epoch_begin(self, epoch, logs=None):
+        self.weights_path = os.path.join(directory, self.WEIGHTS)
+        self.info_path = os.path.join(directory, self.INFO)
         info = read_json(self.info_path)
-        if info is not None and info["epoch"] >= epoch:
-            # Written by an attempt killed after this callback but before the
-            # backup of that epoch: the epoch is re-run from the same state and
-            # beats the earlier best again (it did the first time), so
-            # forgetting the record reproduces the uninterrupted decision.
-            os.remove(self.info_path)
+        best = info[monitor] if info is not None and info["epoch"] < int(start_epoch) else None
+        super().__init__(
+            os.path.join(directory, "best.tmp.weights.h5"), monitor=monitor, mode="max",
+            save_best_only=True, save_weights_only=True, initial_value_threshold=best,
+        )
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None:
+        if (logs or {}).get(self.monitor) is None:
             raise KeyError(f"BestCheckpoint: no {self.monitor!r} in logs {sorted(logs or {})}")
-        info = read_json(self.info_path)
-        if info is None or float(value) > info[self.monitor]:
-            weights = [np.asarray(keras.ops.convert_to_numpy(w)) for w in self.model.weights]
-            tmp = self.weights_path + ".tmp.npz"
-            np.savez(tmp, *weights)
-            os.replace(tmp, self.weights_path)
-            write_json(self.info_path, {"epoch": int(epoch), self.monitor: float(value)})
+        before = self.best
+        super().on_epoch_end(epoch, logs)
+        if self.best is not None and self.best != before:  # improved: Keras saved the weights
+            os.replace(self.filepath, self.weights_path)
+            write_json(self.info_path, {"epoch": int(epoch), self.monitor: float(self.best)})
 
 
-def load_weights_npz(model, path):
-    with np.load(path) as z:
-        model.set_weights([z[f"arr_{i}"] for i in range(len(z.files))])
+class PatienceStop(keras.callbacks.EarlyStopping):
+    """Keras' `EarlyStopping` on `monitor` (max) that also counts the epochs before a restart.
 
-
-class PatienceStop(keras.callbacks.Callback):
-    """Early stopping on the best `monitor` so far, computed from the full history file.
-
-    Stops when `patience` epochs passed without improving on the best
-    value (ties do not improve). Reading the persisted history (not a
-    counter in memory) makes a resumed run stop where an uninterrupted one does.
+    Stops when `patience` epochs passed without improving on the best value
+    (ties do not improve). `history` holds the logs of the epochs completed
+    before this fit (`read_history`); they are replayed through Keras' own
+    rule at train begin, so a resumed run stops where an uninterrupted one does.
     """
 
-    def __init__(self, history_path, patience, monitor="val_accuracy"):
-        super().__init__()
-        self.history_path = history_path
-        self.patience = int(patience)
-        self.monitor = monitor
+    def __init__(self, patience, monitor="val_accuracy", history=()):
+        super().__init__(monitor=monitor, mode="max", patience=int(patience))
+        self.history = list(history)
 
-    @staticmethod
-    def should_stop(entries, patience, monitor="val_accuracy"):
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for entry in self.history:
+            super().on_epoch_end(entry["epoch"], entry)
+
+    @classmethod
+    def should_stop(cls, entries, patience, monitor="val_accuracy"):
+        """Whether Keras' rule stops after the epochs `entries` (dicts with `monitor`)."""
         if patience is None or not entries:
             return False
-        values = [e[monitor] for e in entries]
-        best = int(np.argmax(values))  # first maximum
-        return len(values) - 1 - best >= patience
-
-    def on_epoch_end(self, epoch, logs=None):
-        entries = read_json(self.history_path, default=[])
-        if self.should_stop(entries, self.patience, self.monitor):
-            self.model.stop_training = True
+        stop = cls(patience, monitor, [dict(e, epoch=i) for i, e in enumerate(entries)])
+        stop.set_model(_StopFlag())
+        stop.on_train_begin()
+        return bool(stop.model.stop_training)
 
 
+class _StopFlag:
+    stop_training = False

@@ -3,12 +3,13 @@
 import keras
 import numpy as np
 
+from tflm._compat import FixedSignatureBuild, multi_worker_step_logs
 from tflm.features.last_token_pooling import LastTokenPooling
 from tflm.models.serialization import deserialize_nested, serialize_backbone, serialize_optional
 
 
 @keras.saving.register_keras_serializable(package="tflm")
-class Classifier(keras.Model):
+class Classifier(FixedSignatureBuild, keras.Model):
     """Full fine-tuning model of the paper: body -> f at the last real token -> Dropout -> Dense.
 
     Inputs ``{"token_ids", "padding_mask"}`` (int32, (B, T), any padding
@@ -69,40 +70,19 @@ class Classifier(keras.Model):
         self.dropout = float(dropout)
         self.output_probabilities = bool(output_probabilities)
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras 3.15's TF trainer peeks the first batch of a distributed
-        # dataset and reduces it across replicas (MEAN over the whole (x, y)
-        # structure) only to learn input shapes before fit / evaluate.
-        # MultiWorkerMirroredStrategy's reduce does not accept a nested
-        # structure ("Attempt to convert a value ({'token_ids': PerReplica..."),
-        # and the mean of token ids is meaningless anyway. The classifier's
-        # input signature is fixed, so hand Keras a one-token batch instead.
-        if iterator is not None and data_batch is None:
-            data_batch = (
-                {"token_ids": np.zeros((1, 1), "int32"), "padding_mask": np.ones((1, 1), "int32")},
-                np.zeros((1,), "int32"),
-            )
-            iterator = None
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+    def dummy_batch(self):
+        # The input signature is fixed: Keras learns it from this one-token
+        # batch instead of reducing a real batch across replicas (`FixedSignatureBuild`).
+        return (
+            {"token_ids": np.zeros((1, 1), "int32"), "padding_mask": np.ones((1, 1), "int32")},
+            np.zeros((1,), "int32"),
+        )
 
     def train_step(self, data):
-        return self._multi_worker_logs(super().train_step(data))
+        return multi_worker_step_logs(self.distribute_strategy, super().train_step(data))
 
     def test_step(self, data):
-        return self._multi_worker_logs(super().test_step(data))
-
-    def _multi_worker_logs(self, logs):
-        # Keras 3.15 reduces each step's scalar logs across workers with
-        # `strategy.reduce("MEAN", v, axis=0)` under MultiWorkerMirroredStrategy,
-        # which fails on scalars ("Invalid reduction dimension 0 for input with
-        # 0 dimensions"; tensorflow/tensorflow#72388). Give them a length-1 axis
-        # there. Epoch logs are unaffected: Keras reads them from the metrics,
-        # whose variables are summed over all replicas.
-        strategy = self.distribute_strategy
-        multi_worker = getattr(getattr(strategy, "extended", None), "_in_multi_worker_mode", None)
-        if multi_worker is not None and multi_worker():
-            return {k: keras.ops.reshape(v, (1,)) for k, v in logs.items()}
-        return logs
+        return multi_worker_step_logs(self.distribute_strategy, super().test_step(data))
 
     def get_config(self):
         return {

@@ -30,7 +30,6 @@ import dataclasses
 
 import numpy as np
 
-from tflm.tasks.splits import finetune_splits, resolve_task  # noqa: F401 - used as data_lib.* by grid
 from tflm.tokenization.text_encoder import TextEncoder
 
 

@@ -14,8 +14,8 @@ multi-worker job write the same layout under ``out_dir/workers/worker_<i>``):
                         a restarted grid skips finished runs
     grid_log.jsonl      one JSON event per line (run start / resume / skip / done)
     <run>/backup/       AtomicBackupAndRestore: weights + optimizer per epoch
-    <run>/history.json  per-epoch logs (loss, accuracy, val_loss, val_accuracy)
-    <run>/best.*        the best epoch's weights and its dev accuracy
+    <run>/history.csv   per-epoch logs (loss, accuracy, val_loss, val_accuracy; Keras' CSVLogger)
+    <run>/best.weights.h5, best.json  the best epoch's weights (`save_weights`) and its dev accuracy
     <run>/logs/         TensorBoard
     results.json, results.md, dev_accuracy.png
     selected_model.keras  the selected run's best weights (keras.models.load_model)
@@ -27,6 +27,7 @@ uninterrupted grid writes (data order and dropout masks are functions of
 (seed, epoch), and the backup holds weights and optimizer state).
 """
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -38,50 +39,19 @@ import keras
 import numpy as np
 
 from tflm.callbacks import AtomicBackupAndRestore, Throughput, read_json
+from tflm.distribute import get_strategy
 from tflm.finetune import callbacks as cb
 from tflm.finetune import data as data_lib
 from tflm.finetune.classifier import LMSnapshot
+from tflm.finetune.config import FinetuneConfig
 from tflm.report import write_json
+from tflm.tasks.splits import finetune_splits, resolve_task
 
-DEFAULT_LRS = (5e-5, 1e-4, 3e-4)
-DEFAULT_BATCH_SIZES = {"sst2": (8, 16, 32), "sst5": (8, 16, 32), "agnews": (8, 12, 16)}
-FALLBACK_BATCH_SIZES = (8, 16, 32)
+HISTORY_FILE = "history.csv"
+SELECTED_MODEL = "selected_model.keras"
 STATE_FILE = "grid_state.json"
 LOG_FILE = "grid_log.jsonl"
-STATE_VERSION = 1
-
-
-# --- argument checking --------------------------------------------------------------
-def parse_grid(values, kind, what):
-    """A list of positive numbers from a comma-separated string or a sequence.
-
-    Raises ValueError naming `what` (e.g. "--lrs") for a value that is not a
-    number, not positive or not finite, or a repeated value.
-    """
-    if values is None:
-        return None
-    items = [t.strip() for t in values.split(",")] if isinstance(values, str) else list(values)
-    if not items or any(isinstance(t, str) and not t for t in items):
-        raise ValueError(f"{what}: expected a comma-separated list of numbers, got {values!r}")
-    out = []
-    for t in items:
-        try:
-            if kind is int:
-                if isinstance(t, float) and not t.is_integer():
-                    raise ValueError
-                v = int(t) if not isinstance(t, str) else int(t, 10)
-            else:
-                if isinstance(t, bool):
-                    raise ValueError
-                v = float(t)
-        except (TypeError, ValueError):
-            raise ValueError(f"{what}: {t!r} is not {'an integer' if kind is int else 'a number'}") from None
-        if not math.isfinite(v) or v <= 0:
-            raise ValueError(f"{what}: {t!r} must be a positive number")
-        if v in out:
-            raise ValueError(f"{what}: {t!r} is repeated")
-        out.append(v)
-    return out
+STATE_VERSION = 2  # 2: history.csv and best.weights.h5 (Keras' CSVLogger / ModelCheckpoint)
 
 
 def run_id(lr, batch_size):
@@ -128,6 +98,11 @@ class GridState:
         self.write = write
         state = read_json(path)
         if state is not None:
+            if state.get("version") != STATE_VERSION:
+                raise ValueError(
+                    f"{path} was written by another tflm version (grid state version {state.get('version')}, "
+                    f"this one writes {STATE_VERSION}); use another output folder or delete it"
+                )
             old = state.get("settings", {})
             if old != settings:
                 diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
@@ -208,7 +183,7 @@ def train_run(
     steps = n_train // batch_size
     os.makedirs(run_dir, exist_ok=True)
     backup_dir = os.path.join(run_dir, "backup")
-    history_path = os.path.join(run_dir, "history.json")
+    history_path = os.path.join(run_dir, HISTORY_FILE)
 
     counter = data_lib.EpochCounter()
     train_ds = data_lib.distributed_dataset(
@@ -230,7 +205,7 @@ def train_run(
         _compile(model, lr, jit_compile)
 
     done_epochs = AtomicBackupAndRestore.completed_epochs(backup_dir)
-    entries = read_json(history_path, default=[])[:done_epochs]
+    entries = [e for e in cb.read_history(history_path) if e["epoch"] < done_epochs]
     finished = done_epochs >= epochs or cb.PatienceStop.should_stop(entries, early_stop)
     if done_epochs and not finished:
         log("run_resume", run=os.path.basename(run_dir), epoch=done_epochs + 1)
@@ -241,9 +216,9 @@ def train_run(
             cb.SetEpoch(counter),
             cb.EpochSeeds(),
             Throughput(batch_size, "ex/s"),
-            cb.EpochLog(history_path),
-            cb.BestCheckpoint(run_dir),
-            *([cb.PatienceStop(history_path, early_stop)] if early_stop is not None else []),
+            cb.EpochLog(history_path, start_epoch=done_epochs),
+            cb.BestCheckpoint(run_dir, start_epoch=done_epochs),
+            *([cb.PatienceStop(early_stop, history=entries)] if early_stop is not None else []),
             AtomicBackupAndRestore(backup_dir),
             keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
             *(callbacks or []),
@@ -252,11 +227,11 @@ def train_run(
             train_ds, epochs=epochs, validation_data=eval_ds["dev"], validation_steps=eval_steps["dev"],
             callbacks=fit_callbacks, verbose=verbose, shuffle=False,
         )
-    entries = read_json(history_path, default=[])
-    best = read_json(os.path.join(run_dir, "best.json"))
+    entries = cb.read_history(history_path)
+    best = read_json(os.path.join(run_dir, cb.BestCheckpoint.INFO))
     if best is None:
         raise RuntimeError(f"{run_dir}: no best checkpoint after training")
-    cb.load_weights_npz(model, os.path.join(run_dir, "best.weights.npz"))
+    model.load_weights(os.path.join(run_dir, cb.BestCheckpoint.WEIGHTS))
     dev = model.evaluate(eval_ds["dev"], steps=eval_steps["dev"], return_dict=True, verbose=0)
     test = model.evaluate(eval_ds["test"], steps=eval_steps["test"], return_dict=True, verbose=0)
     if not all(math.isfinite(e["loss"]) for e in entries):
@@ -291,210 +266,206 @@ def select_run(results):
 
 
 # --- the grid ------------------------------------------------------------------------
-def finetune(
-    model,
-    task,
-    data_dir=None,
-    prompt=False,
-    lrs=DEFAULT_LRS,
-    batch_sizes=None,
-    epochs=10,
-    strategy="auto",
-    out_dir="finetune_out",
-    seed=0,
-    early_stop=None,
-    max_train=None,
-    max_eval=None,
-    splits="paper",
-    dropout=0.1,
-    max_length=None,
-    strip_prompt_space=False,
-    pad_to_multiple=8,
-    jit_compile=False,
-    export_dir=None,
-    export_raw_text=False,
-    keep_weights=False,
-    verbose="auto",
-    callbacks=None,
-):
+def finetune(model, task, strategy="auto", verbose="auto", callbacks=None, **settings):
     """Run the fine-tuning grid, select by dev accuracy, report test accuracy.
 
     Args:
         model: a model SPEC for `tflm.load_lm` (preset, preset dir, HF dir,
             .gguf, tiny-gpt2, ...) or a `LanguageModel`.
-        task: a task name or a folder of tsv files (`task_from_folder`).
-        data_dir: where the task's tsv files are (see `load_split`).
-        prompt: False, True (the task's prompt, the paper's "*" rows), or a
-            prompt string.
-        lrs: learning rates (a sequence or a comma-separated string).
-        batch_sizes: GLOBAL batch sizes: the number of examples per
-            optimizer step summed over all replicas (each replica gets
-            batch / replicas, which must divide). Default: the paper's
-            {8, 16, 32} (sst2, sst5) or {8, 12, 16} (agnews).
-        epochs: epochs per run (10 in the paper).
+        task: a task name or a folder of tsv files; or a whole `FinetuneConfig`
+            (then no `settings`).
         strategy: "auto" | "mirrored" | "multiworker" | "one" (see
             `tflm.distribute.get_strategy`) or a `tf.distribute.Strategy`.
             Create it before any other TensorFlow work in a multi-worker job.
-        out_dir: output folder; calling again with the same folder resumes.
-        seed: seeds the splits, the head's initialisation, data order and dropout.
-        early_stop: None, or stop a run after this many epochs without a
-            better dev accuracy.
-        max_train / max_eval: seeded subsets of at most this many training /
-            dev and test examples.
-        splits: "paper" (see `finetune_splits`) or "files".
-        dropout: dropout before the linear head (0.1 in the reference).
-        max_length: token limit of text + prompt (default: the model's
-            context); longer texts lose their start, the prompt is kept.
-        strip_prompt_space: drop the prompt's trailing space.
-        pad_to_multiple: batches are padded to their longest example rounded
-            up to this multiple (fewer distinct shapes to trace).
-        jit_compile: XLA (recompiles for every new padded length; off by default).
-        export_dir: also export the selected model as a SavedModel there.
-        export_raw_text: add the optional raw-string endpoint to the export
-            (GPT-2 BPE only; loading it then needs `import tensorflow_text`).
-        keep_weights: keep every run's best weights (default: only the
-            selected-so-far run's, to bound disk use).
-        verbose: Keras progress bar setting.
+        verbose: Keras progress bar setting (0: also no event lines).
         callbacks: extra Keras callbacks for every run (after the built-in ones).
+        **settings: the fields of `FinetuneConfig` (lrs, batch_sizes, epochs,
+            out_dir, seed, early_stop, ...), validated there.
+
+    Stages: `prepare_data` (splits, encoding, the LM snapshot), `run_grid`
+    (train or skip each configuration, resumable), `finalize` (select, save,
+    export, write the reports).
 
     Returns:
         The report (also written to ``out_dir/results.json``).
     """
     t_start = time.time()
-    from tflm.distribute import get_strategy
-
-    lrs = parse_grid(lrs, float, "--lrs")
-    batch_sizes = parse_grid(batch_sizes, int, "--batch-sizes")
+    if isinstance(task, FinetuneConfig):
+        if settings:
+            raise TypeError(f"finetune: settings {sorted(settings)} given along with a FinetuneConfig")
+        config = task
+    else:
+        config = FinetuneConfig(task=task, **settings)
     # A MultiWorkerMirroredStrategy must exist before other TensorFlow work.
     strat = get_strategy(strategy) if isinstance(strategy, str) else strategy
-    epochs = int(epochs)
-    if epochs < 1:
-        raise ValueError(f"--epochs must be >= 1, got {epochs}")
-    if early_stop is not None and int(early_stop) < 1:
-        raise ValueError(f"--early-stop must be >= 1, got {early_stop}")
-    early_stop = None if early_stop is None else int(early_stop)
-    if not 0.0 <= float(dropout) < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    data = prepare_data(model, config, strat.num_replicas_in_sync)
+    results, work_dir, log = run_grid(data, config, strat, verbose=verbose, callbacks=callbacks)
+    return finalize(data, config, results, strat, work_dir, log, t_start)
 
-    task_obj = data_lib.resolve_task(task)
-    if batch_sizes is None:
-        batch_sizes = list(DEFAULT_BATCH_SIZES.get(task_obj.name, FALLBACK_BATCH_SIZES))
-    if prompt is True:
+
+@dataclasses.dataclass
+class FinetuneData:
+    """What `prepare_data` hands to the other stages."""
+
+    lm: object
+    model_id: str
+    task: object
+    prompt: str
+    split_texts: dict
+    split_how: str
+    encoded: dict
+    max_length: int
+    batch_sizes: tuple
+    snapshot: LMSnapshot
+
+
+def model_identity(model, lm):
+    """How reports name the model: the spec, or for a local path its folder / file name and weights' fingerprint.
+
+    A report meant to be shipped never holds a path of the machine it ran on.
+    """
+    if not isinstance(model, str):
+        return f"{lm.name}@{lm.fingerprint()}"
+    if os.path.exists(model):
+        return f"{os.path.basename(os.path.normpath(model))}@{lm.fingerprint()}"
+    return model
+
+
+def prepare_data(model, config, num_replicas=1):
+    """Stage 1: the task's splits (encoded), the LM and its snapshot; checks the batch sizes."""
+    task_obj = resolve_task(config.task)
+    batch_sizes = config.grid_batch_sizes(task_obj.name)
+    if config.prompt is True:
         if task_obj.prompt is None:
             raise ValueError(f"task {task_obj.name!r} has no prompt")
         prompt_text = task_obj.prompt
-    elif prompt:
-        prompt_text = str(prompt)
     else:
-        prompt_text = None
+        prompt_text = config.prompt or None
 
-    split_texts, split_how = data_lib.finetune_splits(
-        task_obj, data_dir, protocol=splits, seed=seed, max_train=max_train, max_eval=max_eval
+    split_texts, split_how = finetune_splits(
+        task_obj, config.data_dir, protocol=config.splits, seed=config.seed, max_train=config.max_train,
+        max_eval=config.max_eval,
     )
     n_train = len(split_texts["train"][0])
     for bs in batch_sizes:
-        data_lib.check_batch_size(bs, strat.num_replicas_in_sync, n_train)
+        data_lib.check_batch_size(bs, num_replicas, n_train)
 
     if isinstance(model, str):
         from tflm.models import load_lm
 
         lm = load_lm(model)
-        model_id = model
     else:
         lm = model
-        model_id = f"{lm.name}@{lm.fingerprint()}"
-    max_length = int(min(max_length or lm.max_sequence_length, lm.max_sequence_length))
+    max_length = int(min(config.max_length or lm.max_sequence_length, lm.max_sequence_length))
     enc = {
-        k: data_lib.encode_split(lm.tokenizer, t, y, prompt_text, max_length, strip_prompt_space)
+        k: data_lib.encode_split(lm.tokenizer, t, y, prompt_text, max_length, config.strip_prompt_space)
         for k, (t, y) in split_texts.items()
     }
-    snapshot = LMSnapshot(lm)
+    return FinetuneData(
+        lm=lm, model_id=model_identity(model, lm), task=task_obj, prompt=prompt_text, split_texts=split_texts,
+        split_how=split_how, encoded=enc, max_length=max_length, batch_sizes=batch_sizes, snapshot=LMSnapshot(lm),
+    )
 
-    chief = is_chief(strat)
-    work_dir = out_dir if chief else os.path.join(out_dir, "workers", f"worker_{worker_index(strat)}")
-    os.makedirs(work_dir, exist_ok=True)
-    settings = {
-        "model": model_id,
-        "task": task_obj.name,
-        "num_classes": task_obj.num_classes,
-        "prompt": prompt_text,
-        "strip_prompt_space": bool(strip_prompt_space),
-        "max_length": max_length,
-        "splits": split_how,
-        "sizes": {k: len(v) for k, v in enc.items()},
-        "data_sha256": _data_digest(enc),
-        "seed": int(seed),
-        "epochs": epochs,
-        "early_stop": early_stop,
-        "dropout": float(dropout),
-        "pad_to_multiple": int(pad_to_multiple),
+
+def grid_settings(data, config):
+    """What a resumed grid must share with the interrupted one (`grid_state.json`)."""
+    return {
+        "model": data.model_id,
+        "task": data.task.name,
+        "num_classes": data.task.num_classes,
+        "prompt": data.prompt,
+        "strip_prompt_space": bool(config.strip_prompt_space),
+        "max_length": data.max_length,
+        "splits": data.split_how,
+        "sizes": {k: len(v) for k, v in data.encoded.items()},
+        "data_sha256": _data_digest(data.encoded),
+        "seed": int(config.seed),
+        "epochs": config.epochs,
+        "early_stop": config.early_stop,
+        "dropout": float(config.dropout),
+        "pad_to_multiple": int(config.pad_to_multiple),
     }
-    state = GridState(os.path.join(work_dir, STATE_FILE), settings)
+
+
+def run_grid(data, config, strategy, verbose="auto", callbacks=None):
+    """Stage 2: every (lr, batch size) run, skipping finished ones; returns (results, work_dir, log)."""
+    chief = is_chief(strategy)
+    out_dir = config.out_dir
+    work_dir = out_dir if chief else os.path.join(out_dir, "workers", f"worker_{worker_index(strategy)}")
+    os.makedirs(work_dir, exist_ok=True)
+    state = GridState(os.path.join(work_dir, STATE_FILE), grid_settings(data, config))
     log = EventLog(os.path.join(work_dir, LOG_FILE), verbose=chief and verbose != 0)
-    log("grid_start", runs=len(lrs) * len(batch_sizes), replicas=strat.num_replicas_in_sync)
+    log("grid_start", runs=len(config.lrs) * len(data.batch_sizes), replicas=strategy.num_replicas_in_sync)
 
-    grid = [(lr, bs) for lr in lrs for bs in batch_sizes]
     results = []
-    for lr, bs in grid:
-        rid = run_id(lr, bs)
-        run_dir = os.path.join(work_dir, rid)
-        done = state.done(rid)
-        if done is not None:
-            log("run_skip", run=rid, reason="finished")
-            results.append(done)
-            continue
-        result, _ = train_run(
-            snapshot, task_obj.num_classes, enc, lr, bs, epochs, strat, run_dir, seed=seed,
-            early_stop=early_stop, dropout=dropout, pad_to_multiple=pad_to_multiple,
-            jit_compile=jit_compile, verbose=verbose, callbacks=callbacks, log=log,
-        )
-        state.mark_done(rid, result)
-        log("run_done", run=rid, dev_accuracy=round(result["dev_accuracy"], 4),
-            test_accuracy=round(result["test_accuracy"], 4), best_epoch=result["best_epoch"])
-        results.append(result)
-        shutil.rmtree(os.path.join(run_dir, "backup"), ignore_errors=True)
-        if not keep_weights:
-            _prune_weights(work_dir, results)
+    for lr in config.lrs:
+        for bs in data.batch_sizes:
+            rid = run_id(lr, bs)
+            run_dir = os.path.join(work_dir, rid)
+            done = state.done(rid)
+            if done is not None:
+                log("run_skip", run=rid, reason="finished")
+                results.append(done)
+                continue
+            result, _ = train_run(
+                data.snapshot, data.task.num_classes, data.encoded, lr, bs, config.epochs, strategy, run_dir,
+                seed=config.seed, early_stop=config.early_stop, dropout=config.dropout,
+                pad_to_multiple=config.pad_to_multiple, jit_compile=config.jit_compile, verbose=verbose,
+                callbacks=callbacks, log=log,
+            )
+            state.mark_done(rid, result)
+            log("run_done", run=rid, dev_accuracy=round(result["dev_accuracy"], 4),
+                test_accuracy=round(result["test_accuracy"], 4), best_epoch=result["best_epoch"])
+            results.append(result)
+            shutil.rmtree(os.path.join(run_dir, "backup"), ignore_errors=True)
+            if not config.keep_weights:
+                _prune_weights(work_dir, results)
+    return results, work_dir, log
 
+
+def finalize(data, config, results, strategy, work_dir, log, t_start):
+    """Stage 3: select the run, save (and export) its model, write the reports (chief only)."""
     selected = select_run(results)
     report = {
-        "model": model_id,
-        "task": task_obj.name,
-        "prompt": prompt_text,
-        "splits": split_how,
-        "sizes": settings["sizes"],
-        "truncated": {k: v.truncated for k, v in enc.items()},
-        "lrs": lrs,
-        "batch_sizes": batch_sizes,
+        "model": data.model_id,
+        "task": data.task.name,
+        "prompt": data.prompt,
+        "splits": data.split_how,
+        "sizes": {k: len(v) for k, v in data.encoded.items()},
+        "truncated": {k: v.truncated for k, v in data.encoded.items()},
+        "lrs": list(config.lrs),
+        "batch_sizes": list(data.batch_sizes),
         "batch_size_semantics": "global (summed over replicas); per replica = global / replicas",
-        "epochs": epochs,
-        "early_stop": early_stop,
-        "seed": int(seed),
-        "dropout": float(dropout),
-        "replicas": strat.num_replicas_in_sync,
+        "epochs": config.epochs,
+        "early_stop": config.early_stop,
+        "seed": int(config.seed),
+        "dropout": float(config.dropout),
+        "replicas": strategy.num_replicas_in_sync,
         "selection": "best dev accuracy (best epoch of each run; ties: earlier run in grid order)",
         "selected": {k: selected[k] for k in ("run", "lr", "batch_size", "best_epoch", "dev_accuracy", "test_accuracy")},
         "test_accuracy": selected["test_accuracy"],
         "runs": results,
         "wall_time_s": round(time.time() - t_start, 1),
     }
-    if chief:
+    if is_chief(strategy):
         from tflm.finetune.report import write_report
 
-        final = build_selected(snapshot, task_obj.num_classes, dropout, os.path.join(work_dir, selected["run"]))
-        report["selected_model"] = os.path.join(out_dir, "selected_model.keras")
-        final.save(report["selected_model"])
-        if export_dir is not None:
+        final = build_selected(data.snapshot, data.task.num_classes, config.dropout,
+                               os.path.join(work_dir, selected["run"]))
+        # Paths in the report are relative to its folder: it may be shipped.
+        report["selected_model"] = SELECTED_MODEL
+        final.save(os.path.join(config.out_dir, SELECTED_MODEL))
+        if config.export_dir is not None:
             from tflm.finetune.export import export_classifier
 
             export_classifier(
-                final, export_dir, lm.tokenizer, label_names=list(task_obj.label_names), prompt=prompt_text,
-                strip_prompt_space=strip_prompt_space, max_length=max_length,
-                check_texts=split_texts["dev"][0][:1000], raw_text=export_raw_text,
-                extra={"task": task_obj.name, "model": model_id, "selected": report["selected"]},
+                final, config.export_dir, data.lm.tokenizer, label_names=list(data.task.label_names),
+                prompt=data.prompt, strip_prompt_space=config.strip_prompt_space, max_length=data.max_length,
+                check_texts=data.split_texts["dev"][0][:1000], raw_text=config.export_raw_text,
+                extra={"task": data.task.name, "model": data.model_id, "selected": report["selected"]},
             )
-            report["export_dir"] = export_dir
-        write_report(report, out_dir)
+            report["export_dir"] = os.path.relpath(config.export_dir, config.out_dir)
+        write_report(report, config.out_dir)
     log("grid_done", selected=selected["run"], test_accuracy=round(selected["test_accuracy"], 4))
     return report
 
@@ -502,7 +473,7 @@ def finetune(
 def build_selected(snapshot, num_classes, dropout, run_dir):
     """A `Classifier` (default strategy) with the best weights of the run in `run_dir`."""
     model = snapshot.classifier(num_classes, dropout=dropout)
-    cb.load_weights_npz(model, os.path.join(run_dir, "best.weights.npz"))
+    model.load_weights(os.path.join(run_dir, cb.BestCheckpoint.WEIGHTS))
     return model
 
 
@@ -510,6 +481,6 @@ def _prune_weights(work_dir, results):
     keep = select_run(results)["run"]
     for r in results:
         if r["run"] != keep:
-            path = os.path.join(work_dir, r["run"], "best.weights.npz")
+            path = os.path.join(work_dir, r["run"], cb.BestCheckpoint.WEIGHTS)
             if os.path.isfile(path):
                 os.remove(path)

@@ -11,6 +11,7 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
+from tflm._compat import ClipGradientsHook
 from tflm.callbacks import AtomicBackupAndRestore, Throughput
 from tflm.distribute import get_strategy
 from tflm.lm.causal_lm import CausalLM, make_untied_head
@@ -26,7 +27,7 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 @keras.saving.register_keras_serializable(package="tflm")
-class ReplicaAwareAdamW(keras.optimizers.AdamW):
+class ReplicaAwareAdamW(ClipGradientsHook, keras.optimizers.AdamW):
     """AdamW whose `global_clipnorm` clips the global (all-replica) gradient.
 
     Keras clips each replica's gradient before the cross-replica sum, so with
@@ -40,11 +41,11 @@ class ReplicaAwareAdamW(keras.optimizers.AdamW):
     rows), so with one replica this is exactly `keras.optimizers.AdamW`.
     """
 
-    def _clip_gradients(self, grads):
+    def clip_gradients(self, grads):
         ctx = tf.distribute.get_replica_context()
         clip = self.global_clipnorm
         if not clip or clip <= 0 or self.clipnorm or ctx is None or ctx.num_replicas_in_sync == 1:
-            return super()._clip_gradients(grads)
+            return self.keras_clip_gradients(grads)
         summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [g for g in grads if g is not None])
         norm = tf.sqrt(tf.add_n([
             tf.reduce_sum(tf.square(tf.cast(g.values if isinstance(g, tf.IndexedSlices) else g, "float32")))

@@ -23,6 +23,7 @@ import os
 
 import numpy as np
 
+from tflm.models.checkpoint_loader import CheckpointLoader
 from tflm.models.language_model import LanguageModel
 from tflm.tokenization import Tokenizer
 
@@ -94,10 +95,11 @@ def unpermute_rotary(weights, n_head):
     )
 
 
-class _GGUFWeights:
-    """keras-hub loader protocol over GGUF tensors, under Hugging Face Llama names."""
+class _GGUFWeights(CheckpointLoader):
+    """keras-hub's loader protocol (`CheckpointLoader`) over GGUF tensors, under Hugging Face Llama names."""
 
     def __init__(self, path, tensors, num_layers, n_head, n_head_kv):
+        super().__init__(path)
         self.path = path
         self.tensors = tensors  # gguf name -> ReaderTensor
         self.hf_to_gguf = {
@@ -120,7 +122,9 @@ class _GGUFWeights:
             for hf, gg in per_layer.items():
                 self.hf_to_gguf[f"model.layers.{i}.{hf}"] = f"blk.{i}.{gg}"
         self.n_head, self.n_head_kv = n_head, n_head_kv
-        self.used = set()
+
+    def tensor_name(self, key):
+        return self.hf_to_gguf[key]
 
     def get(self, hf_key):
         name = self.hf_to_gguf[hf_key]
@@ -136,17 +140,6 @@ class _GGUFWeights:
         elif name.endswith("attn_k.weight"):
             arr = unpermute_rotary(arr, self.n_head_kv)
         return arr
-
-    def port_weight(self, keras_variable, hf_weight_key, hook_fn=None):
-        tensor = self.get(hf_weight_key)
-        if hook_fn is not None:
-            tensor = hook_fn(tensor, list(keras_variable.shape))
-        if tuple(tensor.shape) != tuple(keras_variable.shape):
-            raise ValueError(
-                f"{self.path}: tensor {self.hf_to_gguf[hf_weight_key]} has shape {tuple(tensor.shape)}, "
-                f"the backbone expects {tuple(keras_variable.shape)}"
-            )
-        keras_variable.assign(tensor.astype(keras_variable.dtype))
 
 
 # --- tokenizer ----------------------------------------------------------------
@@ -213,7 +206,8 @@ def load_gguf(path, name=None):
     """A llama.cpp GGUF file of a Llama-family model as a float32 `LanguageModel`."""
     import keras_hub
     from gguf import GGUFReader
-    from keras_hub.src.utils.transformers import convert_llama3
+
+    from tflm._compat import keras_hub_transformers_converter
 
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -264,7 +258,7 @@ def load_gguf(path, name=None):
     tokenizer = gguf_tokenizer(reader, path)
     backbone = keras_hub.models.Llama3Backbone(**kwargs, dtype="float32", name="llama3_backbone")
     weights = _GGUFWeights(path, tensors, num_layers, n_head, n_head_kv)
-    convert_llama3.convert_weights(backbone, weights, {})
+    keras_hub_transformers_converter("llama3").convert_weights(backbone, weights, {})
     leftover = sorted(set(tensors) - weights.used)
     if leftover:
         raise ValueError(

@@ -27,8 +27,8 @@ checkpoints set:
   full causal attention).
 * Qwen2 (q/k/v biases) is not supported: keras-hub's converter passes
   `use_sliding_window`, a keyword `QwenBackbone` does not accept.
-* bfloat16 safetensors: `safetensors`' numpy reader cannot read them; tflm's
-  reader converts bf16/f16 to float32 itself.
+* bfloat16 / float16 safetensors are read by `safetensors` (as `ml_dtypes`
+  arrays) and cast to float32.
 
 Every checkpoint tensor must be consumed by the conversion; a left-over tensor
 (e.g. a bias of an architecture variant the backbone lacks) is an error rather
@@ -40,6 +40,7 @@ import os
 
 import numpy as np
 
+from tflm.models.checkpoint_loader import CheckpointLoader
 from tflm.models.language_model import LanguageModel
 from tflm.tokenization import Tokenizer
 
@@ -50,31 +51,20 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 # Buffers some checkpoints carry that are not parameters.
 _IGNORABLE_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
 
-_ST_DTYPES = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
-    "BF16": "bf16",
-    "I64": np.int64,
-    "I32": np.int32,
-    "I16": np.int16,
-    "I8": np.int8,
-    "U8": np.uint8,
-    "BOOL": np.bool_,
-}
-
 
 # --- safetensors ------------------------------------------------------------
-class SafetensorsCheckpoint:
-    """Reads every tensor of a (possibly sharded) safetensors checkpoint as float32.
+class SafetensorsCheckpoint(CheckpointLoader):
+    """Reads every tensor of a (possibly sharded) safetensors checkpoint, floats as float32.
 
-    Implements keras-hub's loader protocol (`port_weight(keras_variable,
-    hf_weight_key, hook_fn)`), resolving keys with or without the model-class
-    prefix (`transformer.` for `GPT2LMHeadModel`, `model.` for Llama), and
-    records which tensors were used.
+    keras-hub's loader protocol (`CheckpointLoader.port_weight`) over the
+    `safetensors` library (bf16 / f16 tensors arrive as `ml_dtypes` arrays
+    and are cast), resolving keys with or without the model-class prefix
+    (`transformer.` for `GPT2LMHeadModel`, `model.` for Llama), and recording
+    which tensors were used.
     """
 
     def __init__(self, directory):
+        super().__init__(directory, " (config.json does not match the weights)")
         self.directory = directory
         index_path = os.path.join(directory, SAFETENSORS_INDEX)
         single_path = os.path.join(directory, SAFETENSORS_FILE)
@@ -97,14 +87,13 @@ class SafetensorsCheckpoint:
             raise FileNotFoundError(
                 f"{directory}: no weights file ({SAFETENSORS_FILE} or {SAFETENSORS_INDEX}){hint}"
             )
-        self.entries = {}  # key -> (path, dtype, shape, start, end)
+        self.entries = {}  # key -> file path
         for name in files:
             path = os.path.join(directory, name)
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{directory}: weights shard {name} listed in the index is missing")
-            for key, entry in _read_safetensors_header(path).items():
-                self.entries[key] = (path,) + entry
-        self.used = set()
+            with _open_safetensors(path) as f:
+                self.entries.update({key: path for key in f.keys()})
         self._prefixes = ("", "transformer.", "model.")
 
     # --- keys -------------------------------------------------------------
@@ -125,19 +114,13 @@ class SafetensorsCheckpoint:
         if full is None:
             raise ValueError(f"{self.directory}: weights have no tensor {key!r}")
         self.used.add(full)
-        path, dtype, shape, start, end = self.entries[full]
-        return _read_tensor(path, dtype, shape, start, end)
-
-    def port_weight(self, keras_variable, hf_weight_key, hook_fn=None):
-        tensor = self.get(hf_weight_key)
-        if hook_fn is not None:
-            tensor = hook_fn(tensor, list(keras_variable.shape))
-        if tuple(tensor.shape) != tuple(keras_variable.shape):
-            raise ValueError(
-                f"{self.directory}: tensor {hf_weight_key!r} has shape {tuple(tensor.shape)}, "
-                f"the backbone expects {tuple(keras_variable.shape)} (config.json does not match the weights)"
-            )
-        keras_variable.assign(tensor.astype(keras_variable.dtype))
+        path = self.entries[full]
+        with _open_safetensors(path) as f:
+            try:
+                arr = f.get_tensor(full)
+            except Exception as e:  # SafetensorError, or a dtype numpy cannot hold
+                raise ValueError(f"{path}: corrupt or unreadable tensor {full!r} ({e})") from None
+        return arr.astype(np.float32) if _is_float(arr.dtype) else arr
 
     def unused(self):
         return sorted(
@@ -145,56 +128,19 @@ class SafetensorsCheckpoint:
         )
 
 
-def _read_safetensors_header(path):
-    """{key: (dtype, shape, start, end)} with absolute byte offsets; ValueError if corrupt."""
-    size = os.path.getsize(path)
+def _is_float(dtype):
+    import ml_dtypes
 
-    def corrupt(why):
-        return ValueError(f"{path}: corrupt or truncated safetensors file ({why})")
+    return dtype.kind == "f" or dtype == ml_dtypes.bfloat16
 
-    if size < 8:
-        raise corrupt(f"{size} bytes")
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        if n <= 0 or n > size - 8:
-            raise corrupt(f"header length {n} does not fit in {size} bytes")
-        raw = f.read(n)
+
+def _open_safetensors(path):
+    from safetensors import SafetensorError, safe_open
+
     try:
-        header = json.loads(raw.decode("utf-8"))
-        if not isinstance(header, dict):
-            raise ValueError("header is not a JSON object")
-    except (UnicodeDecodeError, ValueError) as e:
-        raise corrupt(f"unreadable header: {e}") from None
-    header.pop("__metadata__", None)
-    base = 8 + n
-    out = {}
-    for key, info in header.items():
-        try:
-            dtype, shape, (start, end) = info["dtype"], [int(s) for s in info["shape"]], info["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise corrupt(f"bad entry for {key!r}") from None
-        if dtype not in _ST_DTYPES:
-            raise ValueError(f"{path}: tensor {key!r} has unsupported dtype {dtype}")
-        itemsize = 2 if dtype == "BF16" else np.dtype(_ST_DTYPES[dtype]).itemsize
-        if end - start != itemsize * int(np.prod(shape, dtype=np.int64)) or base + end > size:
-            raise corrupt(f"tensor {key!r} extends past the end of the file or has a wrong size")
-        out[key] = (dtype, tuple(shape), base + start, base + end)
-    return out
-
-
-def _read_tensor(path, dtype, shape, start, end):
-    with open(path, "rb") as f:
-        f.seek(start)
-        buf = f.read(end - start)
-    if dtype == "BF16":
-        bits = np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16
-        arr = bits.view(np.float32)
-    else:
-        arr = np.frombuffer(buf, dtype=np.dtype(_ST_DTYPES[dtype]).newbyteorder("<"))
-    arr = arr.reshape(shape)
-    if arr.dtype.kind == "f":
-        arr = arr.astype(np.float32)
-    return arr
+        return safe_open(path, framework="numpy")
+    except SafetensorError as e:
+        raise ValueError(f"{path}: corrupt or truncated safetensors file ({e})") from None
 
 
 # --- config -----------------------------------------------------------------
@@ -328,13 +274,13 @@ def _load_tokenizer(directory, eos_token_id, model_type):
 def _build_gpt2(config, weights, directory):
     import keras
     import keras_hub
-    from keras_hub.src.utils.transformers import convert_gpt2
 
+    from tflm._compat import keras_hub_transformers_converter
     from tflm.models.untied_head import UntiedHead
 
     kwargs = gpt2_backbone_config(config, directory)
     backbone = keras_hub.models.GPT2Backbone(**kwargs, dtype="float32", name="gpt2_backbone")
-    convert_gpt2.convert_weights(backbone, weights, config)
+    keras_hub_transformers_converter("gpt2").convert_weights(backbone, weights, config)
     head = None
     tied = bool(config.get("tie_word_embeddings", True))
     if weights.has("lm_head.weight"):
@@ -350,7 +296,8 @@ def _build_gpt2(config, weights, directory):
 
 def _build_llama(config, weights, directory):
     import keras_hub
-    from keras_hub.src.utils.transformers import convert_llama3
+
+    from tflm._compat import keras_hub_transformers_converter
 
     kwargs = llama_backbone_config(config, directory)
     if not kwargs["tie_word_embeddings"] and not weights.has("lm_head.weight"):
@@ -358,7 +305,7 @@ def _build_llama(config, weights, directory):
     if kwargs["tie_word_embeddings"] and weights.has("lm_head.weight"):
         weights.used.add(weights.resolve("lm_head.weight"))  # transformers ties it too
     backbone = keras_hub.models.Llama3Backbone(**kwargs, dtype="float32", name="llama3_backbone")
-    convert_llama3.convert_weights(backbone, weights, config)
+    keras_hub_transformers_converter("llama3").convert_weights(backbone, weights, config)
     max_len = int(config.get("max_position_embeddings") or 2048)
     window = config.get("sliding_window")
     if config.get("model_type") == "mistral" and window and config.get("use_sliding_window", True):

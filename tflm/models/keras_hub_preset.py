@@ -83,10 +83,10 @@ def load_builtin_preset(preset):
             f"(Kaggle unreachable). {OFFLINE_HINT}"
         )
     backbone = keras_hub.models.Backbone.from_preset(preset)
-    from keras_hub.src.utils.preset_utils import get_file
+    from tflm._compat import keras_hub_get_file
 
-    vocab = get_file(preset, "assets/tokenizer/vocabulary.json")
-    merges = get_file(preset, "assets/tokenizer/merges.txt")
+    vocab = keras_hub_get_file(preset, "assets/tokenizer/vocabulary.json")
+    merges = keras_hub_get_file(preset, "assets/tokenizer/merges.txt")
     tokenizer = Tokenizer.from_gpt2_files(vocab, merges, name=f"gpt2-bpe ({preset})")
     return LanguageModel(backbone, tokenizer, name=preset, source="keras-hub-builtin")
 

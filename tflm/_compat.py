@@ -1,0 +1,182 @@
+"""Every use of private Keras, TensorFlow and keras-hub code in tflm, in one place.
+
+Each entry names the library versions it was written and verified against
+(`TESTED`); on other versions a warning says so once. `tests/test_compat.py`
+asserts that every private name used here still exists with the signature
+relied on, so an upgrade that changes one fails loudly there instead of
+silently turning an override into dead code.
+
+Entries:
+    * `keras_hub_transformers_converter(name)`: keras-hub's Hugging Face weight
+      layouts (`keras_hub.src.utils.transformers.convert_<name>`).
+    * `keras_hub_get_file(preset, path)`: keras-hub's preset file download.
+    * `seed_generators(model)`: every `SeedGenerator` of a model
+      (`Layer._flatten_layers`, `Layer._seed_generators`).
+    * `BackupAndRestoreHooks`: `keras.callbacks.BackupAndRestore` with its
+      private `_load_model` / `_save_model` / `_current_epoch` and the model's
+      `_initial_epoch` behind public-named hooks.
+    * `FixedSignatureBuild`: replaces `Model._maybe_symbolic_build` (TF trainer)
+      by a build from a dummy batch.
+    * `in_multi_worker_mode(strategy)`: `strategy.extended._in_multi_worker_mode()`;
+      `multi_worker_step_logs` works around Keras' reduction of scalar step logs there.
+    * `ClipGradientsHook`: `Optimizer._clip_gradients` behind a public-named hook.
+"""
+
+import importlib
+import warnings
+
+TESTED = {"keras": ("3.15",), "keras_hub": ("0.32",), "tensorflow": ("2.21",)}
+_warned = set()
+
+
+def _version(library):
+    return importlib.import_module(library).__version__
+
+
+def check_version(library):
+    """True when `library`'s installed version is one the private access here was verified with.
+
+    Warns once per library otherwise (the code still runs: `tests/test_compat.py` is the real check).
+    """
+    version = _version(library)
+    ok = any(version == v or version.startswith(v + ".") for v in TESTED[library])
+    if not ok and library not in _warned:
+        _warned.add(library)
+        warnings.warn(
+            f"tflm uses private {library} internals verified with {library} {' / '.join(TESTED[library])}; "
+            f"installed {version}: run tests/test_compat.py",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return ok
+
+
+# --- keras-hub ---------------------------------------------------------------------------
+def keras_hub_transformers_converter(name):
+    """keras-hub's converter module for a Hugging Face architecture (`"gpt2"`, `"llama3"`).
+
+    Its `convert_weights(backbone, loader, hf_config)` ports tensors with
+    ``loader.port_weight(keras_variable, hf_weight_key, hook_fn)``.
+    """
+    check_version("keras_hub")
+    return importlib.import_module(f"keras_hub.src.utils.transformers.convert_{name}")
+
+
+def keras_hub_get_file(preset, path):
+    """keras-hub's download of one file of a preset (Kaggle handle or local folder)."""
+    check_version("keras_hub")
+    from keras_hub.src.utils.preset_utils import get_file
+
+    return get_file(preset, path)
+
+
+# --- Keras layers --------------------------------------------------------------------------
+def seed_generators(model):
+    """Every `keras.random.SeedGenerator` owned by `model` or its sublayers."""
+    check_version("keras")
+    out = []
+    for layer in model._flatten_layers(include_self=True, recursive=True):
+        out.extend(getattr(layer, "_seed_generators", []))
+    return out
+
+
+# --- Keras callbacks -----------------------------------------------------------------------
+def _backup_and_restore():
+    import keras
+
+    return keras.callbacks.BackupAndRestore
+
+
+class BackupAndRestoreHooks(_backup_and_restore()):
+    """`keras.callbacks.BackupAndRestore` whose storage is defined by public-named hooks.
+
+    Keras calls the private `_load_model` (at train begin) and `_save_model`
+    (at the end of an epoch, `save_freq="epoch"`); they call `load_backup()`
+    and `save_backup(epoch)` here. `load_backup` returns the number of
+    completed epochs to resume after (0: start from scratch), which becomes
+    the model's private `_initial_epoch`.
+    """
+
+    def __init__(self, backup_dir):
+        check_version("keras")
+        super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
+
+    def load_backup(self):
+        raise NotImplementedError
+
+    def save_backup(self, epoch):
+        raise NotImplementedError
+
+    def _load_model(self):
+        epoch = self.load_backup()
+        if epoch:
+            self.model._initial_epoch = int(epoch)
+
+    def _save_model(self):
+        self.save_backup(int(self._current_epoch))
+
+
+# --- Keras TensorFlow trainer --------------------------------------------------------------
+class FixedSignatureBuild:
+    """Mixin for a `keras.Model` with a fixed input signature: build it from `dummy_batch()`.
+
+    Keras 3.15's TF trainer (`_maybe_symbolic_build`) peeks the first batch
+    of a distributed dataset and reduces it across replicas (MEAN over the
+    whole (x, y) structure) only to learn input shapes before fit / evaluate.
+    MultiWorkerMirroredStrategy's reduce does not accept a nested structure
+    ("Attempt to convert a value ({'token_ids': PerReplica..."), and the mean
+    of token ids is meaningless anyway.
+    """
+
+    def dummy_batch(self):
+        raise NotImplementedError
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        check_version("keras")
+        if iterator is not None and data_batch is None:
+            data_batch, iterator = self.dummy_batch(), None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+
+def in_multi_worker_mode(strategy):
+    """True when `strategy` spans several workers (a MultiWorkerMirroredStrategy with a cluster)."""
+    check_version("tensorflow")
+    multi_worker = getattr(getattr(strategy, "extended", None), "_in_multi_worker_mode", None)
+    return bool(multi_worker is not None and multi_worker())
+
+
+def multi_worker_step_logs(strategy, logs):
+    """A train / test step's logs in the shape Keras' multi-worker reduction accepts.
+
+    Keras 3.15 reduces each step's scalar logs across workers with
+    `strategy.reduce("MEAN", v, axis=0)` under MultiWorkerMirroredStrategy,
+    which fails on scalars ("Invalid reduction dimension 0 for input with 0
+    dimensions"; tensorflow/tensorflow#72388). Give them a length-1 axis
+    there. Epoch logs are unaffected: Keras reads them from the metrics, whose
+    variables are summed over all replicas.
+    """
+    if in_multi_worker_mode(strategy):
+        check_version("keras")
+        import keras
+
+        return {k: keras.ops.reshape(v, (1,)) for k, v in logs.items()}
+    return logs
+
+
+# --- Keras optimizers ----------------------------------------------------------------------
+class ClipGradientsHook:
+    """Mixin for a `keras.optimizers.Optimizer`: Keras' private `_clip_gradients` calls `clip_gradients`.
+
+    `keras_clip_gradients(grads)` is Keras' own clipping (clipnorm,
+    global_clipnorm, clipvalue), for the cases the subclass does not change.
+    """
+
+    def clip_gradients(self, grads):
+        return self.keras_clip_gradients(grads)
+
+    def keras_clip_gradients(self, grads):
+        return super()._clip_gradients(grads)
+
+    def _clip_gradients(self, grads):
+        check_version("keras")
+        return self.clip_gradients(grads)

@@ -1,0 +1,41 @@
+"""`CheckpointLoader`: keras-hub's weight-loader protocol, shared by the Hugging Face and GGUF loaders."""
+
+import numpy as np
+
+
+class CheckpointLoader:
+    """Ports checkpoint tensors into Keras variables, as keras-hub's converters ask.
+
+    keras-hub's `convert_weights(backbone, loader, config)` calls
+    ``loader.port_weight(keras_variable, hf_weight_key, hook_fn)`` with
+    Hugging Face tensor names. Subclasses implement `get(key)` (a numpy array,
+    recording the tensor as used in `used`) and may rename a key for messages
+    (`tensor_name`). A shape that does not match the variable is an error
+    naming `source` and the tensor, never a silent reshape.
+
+    Args:
+        source: the file or folder the tensors come from (for messages).
+        mismatch_hint: appended to shape-mismatch errors.
+    """
+
+    def __init__(self, source, mismatch_hint=""):
+        self.source = source
+        self.mismatch_hint = mismatch_hint
+        self.used = set()
+
+    def get(self, key):
+        raise NotImplementedError
+
+    def tensor_name(self, key):
+        return key
+
+    def port_weight(self, keras_variable, hf_weight_key, hook_fn=None):
+        tensor = self.get(hf_weight_key)
+        if hook_fn is not None:
+            tensor = hook_fn(tensor, list(keras_variable.shape))
+        if tuple(tensor.shape) != tuple(keras_variable.shape):
+            raise ValueError(
+                f"{self.source}: tensor {self.tensor_name(hf_weight_key)!r} has shape {tuple(tensor.shape)}, "
+                f"the backbone expects {tuple(keras_variable.shape)}{self.mismatch_hint}"
+            )
+        keras_variable.assign(np.asarray(tensor).astype(keras_variable.dtype))
