@@ -9,14 +9,16 @@ from tflm.features import SentenceFeatures
 from tflm.features.extract import default_cache_dir
 from tflm.features.feature_extractor import FEATURES, WORD_FEATURES
 from tflm.features.task_words import task_word_ids
+from tflm.features.word_scores import WordScores
 from tflm.jobs.data import load_texts, resolve_task, subsample
 from tflm.models import load_lm
 from tflm.probes import logistic_probe, random_split_probe, softmax_probe
 from tflm.probes.zero_shot import zero_shot_probe
 from tflm.report import fmt, markdown_table, text_table, write_atomic, write_json
 
-PROBE_FEATURES = FEATURES + ("zeroshot",)
-TABLE_ORDER = ("f", "phi_p", "p", "proj", "subset", "class", "posneg", "zeroshot")
+ZERO_SHOT = ("zeroshot", "zeroshot_cal")  # plain and calibrated (class scores centred over the texts)
+PROBE_FEATURES = FEATURES + ZERO_SHOT
+TABLE_ORDER = ("f", "phi_p", "p", "proj", "subset", "class", "posneg") + ZERO_SHOT
 
 
 def check_probe_features(names):
@@ -38,9 +40,8 @@ def probe_task(lm, task, features, prompt, data_dir=None, word_mode="logits", ma
     """All requested probes for one task with or without its prompt; a list of row dicts."""
     if prompt and task.prompt is None:
         raise ValueError(f"task {task.name!r} has no prompt")
-    word_ids, variants, class_of_id = task_word_ids(lm.tokenizer, task) if task.word_lists else ({}, {}, {})
-    need_words = {"class"} if "zeroshot" in features else set()
-    need_words |= {n for n in features if n in WORD_FEATURES}
+    word_ids, variants, class_of_id = task_word_ids(lm.tokenizer, task)
+    need_words = {n for n in features if n in WORD_FEATURES}
     sf = SentenceFeatures(lm, word_ids={k: v for k, v in word_ids.items() if k in need_words},
                           word_mode=word_mode, cache_dir=cache_dir, progress=progress)
     p_text = task.prompt if prompt else None
@@ -73,22 +74,25 @@ def probe_task(lm, task, features, prompt, data_dir=None, word_mode="logits", ma
     for feature in features:
         row = {"task": task.name, "prompt": bool(prompt), "row": name, "feature": feature,
                "majority": majority}
-        if feature in WORD_FEATURES and feature not in word_ids or (feature == "zeroshot" and not class_of_id):
-            row["skipped"] = f"task {task.name} has no {'one-per-class class' if feature == 'zeroshot' else feature} words"
+        if feature in WORD_FEATURES and feature not in word_ids or (feature in ZERO_SHOT and not class_of_id):
+            row["skipped"] = f"task {task.name} has no {'zero-shot' if feature in ZERO_SHOT else feature} words"
             rows.append(row)
             continue
         t0 = time.time()
-        if feature == "zeroshot":
+        if feature in ZERO_SHOT:
+            scorer = WordScores(word_ids["zeroshot"], mode="logits", name="zero_shot_scores")
+            phi = lm.output_embeddings()
+
             def zs(f, y):
-                scores = sf.derive(f, ["class"])["class"]
-                return zero_shot_probe(scores, y, word_ids["class"], class_of_id, task.num_classes,
-                                       score_type=word_mode)["accuracy"]
+                return zero_shot_probe(np.asarray(scorer(f, phi)), y, word_ids["zeroshot"], class_of_id,
+                                       task.num_classes, score_type="logits",
+                                       calibrate=feature == "zeroshot_cal")["accuracy"]
             if splits is None:
                 res = {"test_accuracy": zs(f_all, labels), "n_test": len(labels)}
             else:
                 res = {"test_accuracy": zs(splits[2], splits[3]), "train_accuracy": zs(splits[0], splits[1]),
                        "n_test": len(splits[3])}
-            res["class_word_variants"] = [list(v) for v in variants["class"]]
+            res["zero_shot_word_variants"] = [list(v) for v in variants["zeroshot"]]
         elif feature == "p":
             phi = np.asarray(lm.output_embeddings())
             if splits is None:

@@ -159,7 +159,7 @@ def task_from_folder(path, name=None, register=False):
     The number of classes is inferred from the labels (max label + 1) unless
     ``task.json`` in the folder gives it. ``task.json`` may set any `Task`
     field, e.g. ``{"prompt": " The topic is ", "label_names": [...],
-    "class_words": [...], "split_protocol": "random_90_10"}``. Without it, a
+    "class_words": [...], "zeroshot_words": [...], "split_protocol": "random_90_10"}``. Without it, a
     folder with ``all.tsv`` but no ``train.tsv`` gets the random 90/10
     protocol. The task remembers the folder (`Task.data_dir`), so
     ``load_split(task, "train")`` needs no data_dir.
