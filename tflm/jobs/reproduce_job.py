@@ -11,7 +11,7 @@ from tflm.models import load_lm
 from tflm.report import bar_chart, fmt, machine_info, markdown_table, text_table, write_atomic, write_json
 
 DEFAULT_FEATURES = ("f", "phi_p", "subset", "class", "zeroshot")
-WORD_LIKE = ("subset", "class", "posneg", "zeroshot")
+WORD_LIKE = ("subset", "class", "posneg", "zeroshot", "zeroshot_cal")
 
 
 def saved_models_dir():

@@ -1,0 +1,118 @@
+"""`tflm reproduce --model SPEC --tables 1,2`: table assembly, subsample sizes, resume, report, on a tiny model."""
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest
+
+from tflm.cli import main
+from tflm.jobs import tables_job
+from tflm.jobs.tables_job import check_tables, run_tables, sized_table
+from tflm.tasks import get_task
+
+WORDS = ["good", "bad", "film", "news", "team", "market", "plant", "city", "what", "who"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A few rows per split of every table task, in the shared-data layout (<task>/<split>.tsv)."""
+    root = tmp_path_factory.mktemp("tables_data")
+    for name in tables_job.TABLE1_TASKS + tables_job.TABLE2_TASKS:
+        k = get_task(name).num_classes
+        (root / name).mkdir()
+
+        def rows(n, offset):
+            return "label\ttext\n" + "".join(
+                f"{i % k}\t{WORDS[i % k % len(WORDS)]} {WORDS[(i * 7) % len(WORDS)]} item {i + offset}\n"
+                for i in range(n))
+
+        if get_task(name).is_random_split:
+            (root / name / "all.tsv").write_text(rows(40, 0), encoding="utf-8")
+        else:
+            for split, n in (("train", 3 * k + 12), ("test", 2 * k + 6)):
+                (root / name / f"{split}.tsv").write_text(rows(n, 1000 if split == "test" else 0), encoding="utf-8")
+    return str(root)
+
+
+def test_sized_table_assembly_by_hand():
+    rows = [
+        {"row": "a", "feature": "f", "test_accuracy": 0.8, "majority": 0.5, "n_train": 1000, "n_test": 200},
+        {"row": "a", "feature": "phi_p", "test_accuracy": 0.75, "majority": 0.5, "n_train": 1000, "n_test": 200},
+        {"row": "a*", "feature": "f", "test_accuracy": 0.9, "majority": 0.5, "n_train": 1000, "n_test": 200},
+        {"row": "a*", "feature": "phi_p", "skipped": "no words", "majority": 0.5},
+        {"row": "c", "feature": "f", "test_accuracy": 0.7, "majority": 0.6, "n_train": 90, "n_test": 10,
+         "n_splits": 10},
+    ]
+    header, table = sized_table(rows)
+    assert header == ["task", "f", "phi_p", "majority", "train / test"]
+    assert table == [["a", "80.0", "75.0", "50.0", "1,000 / 200"], ["a*", "90.0", "-", "50.0", "1,000 / 200"],
+                     ["c", "70.0", "-", "60.0", "90 / 10 x10 splits"]]
+
+
+def test_check_tables():
+    assert check_tables(["quad", "2", "1"]) == ["1", "2", "quad"]
+    with pytest.raises(ValueError, match=r"unknown table\(s\) \['3'\]"):
+        check_tables(["1", "3"])
+
+
+@pytest.mark.slow
+def test_all_table_tasks_on_a_tiny_model(tmp_path, data_dir):
+    res = run_tables("tiny-gpt2", ["1", "2"], out_dir=str(tmp_path), data_dir=data_dir, cache_dir="", log=print)
+    t1, t2 = res["tables"]["1"]["rows"], res["tables"]["2"]["rows"]
+    assert [r for r in dict.fromkeys(r["row"] for r in t1)] == ["sst2", "sst2*", "sst5", "sst5*", "agnews", "agnews*"]
+    assert [r for r in dict.fromkeys(r["row"] for r in t2)] == list(tables_job.TABLE2_TASKS)
+    assert all("skipped" not in r for r in t1 if r["task"] == "agnews")
+    assert all("skipped" not in r for r in t2)
+
+
+@pytest.mark.slow
+def test_tables_on_a_tiny_model(tmp_path, data_dir, monkeypatch):
+    """Two tasks per table (the full lists: the test above); ~85 s on the shared 2-core machine."""
+    monkeypatch.setattr(tables_job, "TABLE1_TASKS", ("sst2", "sst5"))
+    monkeypatch.setattr(tables_job, "TABLE2_TASKS", ("imdb", "cr"))
+    monkeypatch.setattr(tables_job, "TABLE1_FEATURES", ("f", "posneg", "zeroshot", "zeroshot_cal"))
+    monkeypatch.setattr(tables_job, "SUBSAMPLES", {"imdb": (16, 8)})
+    out = str(tmp_path / "out")
+    logs = []
+    res = run_tables("tiny-gpt2", ["1", "2"], out_dir=out, data_dir=data_dir, cache_dir="", command="tflm x",
+                     log=logs.append)
+    t1, t2 = res["tables"]["1"]["rows"], res["tables"]["2"]["rows"]
+    assert [r for r in dict.fromkeys(r["row"] for r in t1)] == ["sst2", "sst2*", "sst5", "sst5*"]
+    assert {r["feature"] for r in t1} == set(tables_job.TABLE1_FEATURES)
+    assert [r for r in dict.fromkeys(r["row"] for r in t2)] == ["imdb", "cr"]
+    assert {r["feature"] for r in t2} == {"f", "phi_p"}
+    # sst5's two class words for five classes: no zero-shot rows; sst2 has one word per class
+    assert all("skipped" in r for r in t1 if r["task"] == "sst5" and r["feature"].startswith("zeroshot"))
+    assert all("skipped" not in r for r in t1 if r["task"] == "sst2")
+    # the GPT-2 tokenizer keeps the reference's trailing space; every prompted row records it
+    assert res["strip_prompt_space"] is False and res["model"]["tokenizer_family"] == "gpt2-bpe"
+    assert {r["strip_prompt_space"] for r in t1 if r["prompt"]} == {False}
+    imdb = next(r for r in t2 if r["task"] == "imdb" and r["feature"] == "f")
+    assert (imdb["n_train"], imdb["n_test"]) == (16, 8) and res["subsamples"]["imdb"] == {"max_train": 16, "max_test": 8}
+    assert any("imdb: train subsampled to 16 examples (seeded, seed 0)" in line for line in logs)
+    report = open(os.path.join(out, "REPORT.md")).read()
+    assert "tflm x" in report and "| imdb |" in report and "16 / 8" in report and "| sst5* |" in report
+    assert "imdb train 16, test 8" in report and "zeroshot_cal" in report and "checks hold" in report
+    assert os.path.isfile(os.path.join(out, "table1.png")) and os.path.isfile(os.path.join(out, "table2.png"))
+    saved = json.load(open(os.path.join(out, "results.json")))
+    assert saved["tables"]["2"]["rows"] == json.loads(json.dumps(t2)) and saved["wall_time_s"] > 0
+
+    # a rerun reuses every finished row group; another prompt-space choice recomputes the prompted ones
+    logs.clear()
+    again = run_tables("tiny-gpt2", ["1"], out_dir=out, data_dir=data_dir, cache_dir="", log=logs.append)
+    assert again["tables"]["1"]["rows"] == json.loads(json.dumps(t1))
+    assert sum("reusing" in line for line in logs) == 4
+    logs.clear()
+    stripped = run_tables("tiny-gpt2", ["1"], out_dir=out, data_dir=data_dir, cache_dir="", strip_prompt_space=True,
+                          log=logs.append)
+    assert sum("reusing" in line for line in logs) == 2 and stripped["strip_prompt_space"] is True
+    assert {r["strip_prompt_space"] for r in stripped["tables"]["1"]["rows"] if r["prompt"]} == {True}
+
+
+def test_cli_tables_needs_a_model(capsys):
+    assert main(["reproduce", "--tables", "1"]) == 2
+    assert "--tables needs --model" in capsys.readouterr().err
+    assert main(["reproduce", "--model", "tiny-gpt2", "--tables", "1,7"]) == 2
+    assert "unknown table(s) ['7']" in capsys.readouterr().err
