@@ -145,6 +145,17 @@ def results_table(rows):
     return header, table
 
 
+def task_prompt_modes(tasks, prompt_modes, log=print):
+    """(Task, prompt?) pairs in table order; a prompted row of a task without a prompt is skipped (logged)."""
+    for name in tasks:
+        task = resolve_task(name)
+        for prompt in prompt_modes:
+            if prompt and task.prompt is None:
+                log(f"  {task.name}: no prompt defined, skipping the prompted row")
+                continue
+            yield task, prompt
+
+
 def run_probes(model, tasks, features, out_dir=None, data_dir=None, prompt_modes=(False,),
                word_mode="logits", max_train=None, seed=0, cache_dir=None, detokenize=False,
                strip_prompt_space=None, progress=True, log=print, max_test=None):
@@ -154,14 +165,9 @@ def run_probes(model, tasks, features, out_dir=None, data_dir=None, prompt_modes
     cache_dir = default_cache_dir() if cache_dir is None else (cache_dir or None)
     t0 = time.time()
     rows = []
-    for name in tasks:
-        task = resolve_task(name)
-        for prompt in prompt_modes:
-            if prompt and task.prompt is None:
-                log(f"  {task.name}: no prompt defined, skipping the prompted row")
-                continue
-            rows += probe_task(lm, task, features, prompt, data_dir, word_mode, max_train, seed,
-                               cache_dir, detokenize, strip_prompt_space, progress, log, max_test)
+    for task, prompt in task_prompt_modes(tasks, prompt_modes, log):
+        rows += probe_task(lm, task, features, prompt, data_dir, word_mode, max_train, seed,
+                           cache_dir, detokenize, strip_prompt_space, progress, log, max_test)
     header, table = results_table(rows)
     result = {
         "model": lm.name, "fingerprint": lm.fingerprint(), "features": features, "word_mode": word_mode,

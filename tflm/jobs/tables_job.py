@@ -14,8 +14,7 @@ import time
 
 from tflm.features.extract import default_cache_dir
 from tflm.features.prompt_space import resolve_strip_prompt_space, tokenizer_family
-from tflm.jobs.data import resolve_task
-from tflm.jobs.probe_job import probe_task, results_table
+from tflm.jobs.probe_job import probe_task, results_table, task_prompt_modes
 from tflm.models import load_lm
 from tflm.report import bar_chart, machine_info, markdown_table, text_table, write_atomic, write_json
 
@@ -63,14 +62,9 @@ def run_table(lm, tasks, features, prompt_modes, data_dir=None, max_train=None, 
               cache_dir=None, rows_dir=None, seed=0, log=print):
     """Probe rows of every task in `tasks` (and prompt mode), in table order."""
     rows = []
-    for name in tasks:
-        task = resolve_task(name)
-        for prompt in prompt_modes:
-            if prompt and task.prompt is None:
-                log(f"  {task.name}: no prompt defined, no prompted row")
-                continue
-            rows += _group(lm, task, features, prompt, data_dir, _sizes(task.name, max_train, max_test), strip,
-                           cache_dir, rows_dir, seed, log)
+    for task, prompt in task_prompt_modes(tasks, prompt_modes, log):
+        rows += _group(lm, task, features, prompt, data_dir, _sizes(task.name, max_train, max_test), strip,
+                       cache_dir, rows_dir, seed, log)
     return rows
 
 
