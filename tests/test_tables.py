@@ -111,6 +111,12 @@ def test_tables_on_a_tiny_model(tmp_path, data_dir, monkeypatch):
     assert {r["strip_prompt_space"] for r in stripped["tables"]["1"]["rows"] if r["prompt"]} == {True}
 
 
+def test_tables_check_every_data_file_first(tmp_path):
+    (tmp_path / "sst2").mkdir()
+    with pytest.raises(Exception, match=r"no train split for task 'sst2'"):
+        run_tables("no-model-needed-before-the-data-check", ["1"], out_dir=str(tmp_path / "o"), data_dir=str(tmp_path))
+
+
 def test_cli_tables_needs_a_model(capsys):
     assert main(["reproduce", "--tables", "1"]) == 2
     assert "--tables needs --model" in capsys.readouterr().err

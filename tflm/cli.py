@@ -212,10 +212,11 @@ def build_parser():
     s.add_argument("--model", help="model SPEC (default: the shipped cross-entropy model)")
     s.add_argument("--quad-model", help="a Quad-trained model to compare (default with the shipped models: the shipped Quad model)")
     s.add_argument("--tasks", type=_csv(str), default=["sst2"])
-    s.add_argument("--data", help="data folder (default: shipped SST-2)")
+    s.add_argument("--data", help="data folder of <task>/{train,dev,test}.tsv (default: $TFLM_DATA_DIR, else the shipped SST-2)")
     s.add_argument("--features", type=_csv(str), default=["f", "phi_p", "subset", "class", "zeroshot"])
     s.add_argument("--max-train", type=int, default=None,
-                   help="subsample training sets (seeded); default: all for the shipped models")
+                   help="subsample training sets (seeded); default: all for the shipped models; with --tables: "
+                   "every task (default: tflm.jobs.tables_job.SUBSAMPLES)")
     s.add_argument("--finetune", action="store_true", help="add the FT column (tflm finetune grid)")
     s.add_argument("--ft-lrs", type=_csv(float))
     s.add_argument("--ft-batch-sizes", type=_csv(int))

@@ -16,6 +16,8 @@ from tflm.features.extract import default_cache_dir
 from tflm.features.prompt_space import resolve_strip_prompt_space, tokenizer_family
 from tflm.jobs.probe_job import probe_task, results_table, task_prompt_modes
 from tflm.models import load_lm
+from tflm.tasks import get_task
+from tflm.tasks.loaders import split_path
 from tflm.report import bar_chart, machine_info, markdown_table, text_table, write_atomic, write_json
 
 TABLE1_TASKS = ("sst2", "sst5", "agnews")
@@ -85,6 +87,12 @@ def run_tables(model, tables=("1", "2"), out_dir="results", data_dir=None, max_t
     from tflm.jobs.reproduce_job import pattern_checks
 
     tables = check_tables(tables)
+    specs = {"1": (TABLE1_TASKS, TABLE1_FEATURES, (False, True)), "2": (TABLE2_TASKS, TABLE2_FEATURES, (False,))}
+    for t in tables:  # every data file up front, not after an hour of features
+        for name in specs.get(t, ((),))[0]:
+            task = get_task(name)
+            for split in (("all",) if task.is_random_split else ("train", "test")):
+                split_path(task, split, data_dir)
     t0 = time.time()
     os.makedirs(out_dir, exist_ok=True)
     rows_dir = os.path.join(out_dir, "rows")
@@ -100,7 +108,6 @@ def run_tables(model, tables=("1", "2"), out_dir="results", data_dir=None, max_t
               "num_parameters": lm.num_parameters, "tokenizer": lm.tokenizer.name,
               "tokenizer_family": tokenizer_family(lm.tokenizer)},
               "strip_prompt_space": strip, "seed": seed, "subsamples": {}, "tables": {}, "machine": machine_info()}
-    specs = {"1": (TABLE1_TASKS, TABLE1_FEATURES, (False, True)), "2": (TABLE2_TASKS, TABLE2_FEATURES, (False,))}
     for t in tables:
         if t == "quad":
             continue
