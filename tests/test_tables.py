@@ -175,3 +175,19 @@ def test_quad_table_with_stand_in_models(tmp_path, data_dir, monkeypatch):
     assert set(res["quad"]) == {"xent", "quad"} and res["quad"]["quad"]["objective"] == "quad"
     report = open(tmp_path / "out" / "REPORT.md").read()
     assert "## Quad vs cross-entropy" in report and "| quad | quad | 9.5 | sst2* |" in report
+
+
+def test_prompt_space_default_per_tokenizer_family():
+    import tokenizers
+
+    from tflm.features.prompt_space import resolve_strip_prompt_space, tokenizer_family
+    from tflm.tokenization import Tokenizer, gpt2_tokenizer
+
+    gpt2 = gpt2_tokenizer()
+    assert tokenizer_family(gpt2) == "gpt2-bpe" and resolve_strip_prompt_space(gpt2) is False
+    alphabet = sorted(tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    backend = tokenizers.Tokenizer(tokenizers.models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    backend.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    other = Tokenizer(backend, "bytes")
+    assert tokenizer_family(other) == "other" and resolve_strip_prompt_space(other) is True
+    assert resolve_strip_prompt_space(gpt2, True) is True and resolve_strip_prompt_space(other, False) is False
