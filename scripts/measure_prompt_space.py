@@ -75,11 +75,11 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     res_path = os.path.join(args.out, "results.json")
     if args.report_only:
-        write_report(json.load(open(res_path)), args.out, " ".join(sys.argv))
+        write_report(json.load(open(res_path)), args.out)
         return
     lm = load_lm(args.model)
     sf = SentenceFeatures(lm, progress=False)
-    results = {"model": lm.name, "fingerprint": lm.fingerprint(), "tokenizer": lm.tokenizer.name,
+    results = {"command": "python " + " ".join(sys.argv), "model": lm.name, "fingerprint": lm.fingerprint(), "tokenizer": lm.tokenizer.name,
                "max_train": args.max_train, "max_test": args.max_test, "seed": args.seed, "tasks": {}}
     if os.path.isfile(res_path):
         results["tasks"] = json.load(open(res_path)).get("tasks", {})
@@ -133,10 +133,10 @@ def main(argv=None):
         results["tasks"][name] = entry
         write_json(res_path, results)
     print(json.dumps(results["tasks"], indent=1))
-    write_report(results, args.out, " ".join(sys.argv))
+    write_report(results, args.out)
 
 
-def write_report(results, out, command):
+def write_report(results, out):
     """REPORT.md: one row per task, test accuracy (%) with the trailing space kept vs stripped."""
     from tflm.report import markdown_table, write_atomic
 
@@ -158,7 +158,7 @@ def write_report(results, out, command):
         "except SST-2 (whole test set). CR here uses its train/test files, not the 10 random 90/10 splits. "
         "Both choices come from one forward pass per text (f one token before the end equals f of the "
         "stripped prompt; checked against SentenceFeatures, max abs diff 0).", "",
-        markdown_table(header, rows), "", "Command:", "", f"    {command}", ""])
+        markdown_table(header, rows), "", "Command:", "", f"    {results['command']}", ""])
     write_atomic(os.path.join(out, "REPORT.md"), text)
 
 
