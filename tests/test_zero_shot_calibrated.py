@@ -55,8 +55,10 @@ def test_calibration_centres_columns_and_leaves_minus_inf_out():
 
 # --- zero-shot words: a task field and a task.json key -------------------------------------------
 def test_zero_shot_words_default_to_per_class_class_words():
-    assert get_task("sst2").zero_shot_words == get_task("sst2").class_words
     assert get_task("agnews").zero_shot_words == get_task("agnews").class_words
+    assert Task(name="t", num_classes=2, class_words=("no", "yes")).zero_shot_words == ("no", "yes")
+    for name in ("sst2", "imdb", "cr", "mpqa", "glue_sst2"):  # binary sentiment: the posneg words
+        assert get_task(name).zero_shot_words == ("negative", "positive")
     assert get_task("sst5").zero_shot_words == ()  # two class words for five classes: no zero-shot
     t = get_task("sst2").replace(zeroshot_words=("negative", "positive"))
     assert t.zero_shot_words == ("negative", "positive") and Task.from_config(t.get_config()) == t
