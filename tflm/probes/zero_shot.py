@@ -17,6 +17,16 @@ training. Scores may be given as
   with the same Z(s) for every token of a sentence, so the class scores are
   shifted by a per-row constant and the predictions are identical;
 - "probs":   p_f(t | s) (summed directly; zeros give -inf).
+
+Calibrated zero-shot (``calibrate=True``, label-free): each class score is
+centred by its mean over the evaluated texts before the argmax,
+
+    score'(c, s) = score(c, s) - mean_{s' in evaluated texts} score(c, s'),
+
+which removes a class's prior lean (e.g. ':)' being ~5 nats likelier than
+':(' after any prompt). Logits and log-probabilities still give the same
+predictions: they differ by a per-row constant, and so do their centred
+scores (up to a constant per table). -inf entries are left out of the mean.
 """
 
 import numpy as np
@@ -96,13 +106,27 @@ def zero_shot_scores(scores, token_ids, token_classes, num_classes=None, score_t
     return out
 
 
-def zero_shot_predict(scores, token_ids, token_classes, num_classes=None, score_type="logprobs"):
-    """argmax of `zero_shot_scores` (ties: the lowest class index)."""
-    return np.argmax(zero_shot_scores(scores, token_ids, token_classes, num_classes, score_type), axis=1)
+def calibrate_class_scores(class_scores):
+    """Centre each column (class) by its mean over the rows (texts); -inf entries are left out of the mean."""
+    class_scores = np.asarray(class_scores, dtype=np.float64)
+    finite = np.isfinite(class_scores)
+    counts = finite.sum(axis=0)
+    means = np.where(finite, class_scores, 0.0).sum(axis=0) / np.maximum(counts, 1)
+    return class_scores - np.where(counts > 0, means, 0.0)
 
 
-def zero_shot_probe(scores, labels, token_ids, token_classes, num_classes=None, score_type="logprobs"):
-    """Zero-shot accuracy; returns dict(accuracy, predictions, class_scores, n, num_classes, score_type)."""
+def zero_shot_predict(scores, token_ids, token_classes, num_classes=None, score_type="logprobs", calibrate=False):
+    """argmax of `zero_shot_scores`, centred per class when `calibrate` (ties: the lowest class index)."""
+    class_scores = zero_shot_scores(scores, token_ids, token_classes, num_classes, score_type)
+    return np.argmax(calibrate_class_scores(class_scores) if calibrate else class_scores, axis=1)
+
+
+def zero_shot_probe(scores, labels, token_ids, token_classes, num_classes=None, score_type="logprobs",
+                    calibrate=False):
+    """Zero-shot accuracy; returns dict(accuracy, predictions, class_scores, n, num_classes, score_type, calibrated).
+
+    With `calibrate`, `class_scores` are the centred scores (see the module doc).
+    """
     labels = np.asarray(labels).reshape(-1)
     scores = np.asarray(scores)
     if scores.ndim != 2 or scores.shape[0] != labels.shape[0]:
@@ -110,6 +134,8 @@ def zero_shot_probe(scores, labels, token_ids, token_classes, num_classes=None, 
     if labels.shape[0] == 0:
         raise ValueError("empty evaluation set")
     class_scores = zero_shot_scores(scores, token_ids, token_classes, num_classes, score_type)
+    if calibrate:
+        class_scores = calibrate_class_scores(class_scores)
     pred = np.argmax(class_scores, axis=1)
     return {
         "accuracy": float(np.mean(pred == labels)),
@@ -118,4 +144,5 @@ def zero_shot_probe(scores, labels, token_ids, token_classes, num_classes=None, 
         "n": int(labels.shape[0]),
         "num_classes": int(class_scores.shape[1]),
         "score_type": score_type,
+        "calibrated": bool(calibrate),
     }

@@ -61,6 +61,10 @@ class Task:
             ``:(`` / ``:)`` for its five classes.
         posneg_words: ``('negative', 'positive')`` for sentiment tasks (label
             order for binary ones; sst5 uses the same two words).
+        zeroshot_words: the zero-shot classifier's words, one per class in
+            label order (``task.json`` key ``"zeroshot_words"``). Empty: the
+            class words when there is one per class (the paper's), else no
+            zero-shot row.
         split_protocol: "fixed" (train/dev/test files) or "random_90_10"
             (average over `n_splits` random 90/10 splits of all the data, as
             the reference does for CR and MPQA).
@@ -86,6 +90,7 @@ class Task:
     subset_words: tuple = ()
     class_words: tuple = ()
     posneg_words: tuple = ()
+    zeroshot_words: tuple = ()
     split_protocol: str = "fixed"
     n_splits: int = 1
     test_fraction: float = 0.1
@@ -122,6 +127,12 @@ class Task:
         self.subset_words = _tuple_of_str(self.subset_words, "subset_words")
         self.class_words = _tuple_of_str(self.class_words, "class_words")
         self.posneg_words = _tuple_of_str(self.posneg_words, "posneg_words")
+        self.zeroshot_words = _tuple_of_str(self.zeroshot_words, "zeroshot_words")
+        if self.zeroshot_words and len(self.zeroshot_words) != self.num_classes:
+            raise ValueError(
+                f"Task {self.name!r}: {len(self.zeroshot_words)} zeroshot_words for "
+                f"{self.num_classes} classes (one word per class, in label order)"
+            )
         if self.split_protocol not in SPLIT_PROTOCOLS:
             raise ValueError(
                 f"Task {self.name!r}: split_protocol must be one of {SPLIT_PROTOCOLS}, "
@@ -155,6 +166,13 @@ class Task:
     def class_words_per_class(self):
         """True when class word i stands for class i."""
         return len(self.class_words) == self.num_classes
+
+    @property
+    def zero_shot_words(self):
+        """One word per class for the zero-shot classifier (see `zeroshot_words`), or () for none."""
+        if self.zeroshot_words:
+            return self.zeroshot_words
+        return self.class_words if self.class_words_per_class else ()
 
     @property
     def word_lists(self):

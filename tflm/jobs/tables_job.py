@@ -1,0 +1,196 @@
+"""`tflm reproduce --model SPEC --tables 1,2,quad`: the paper's Tables 1 and 2 for one model.
+
+Table 1: sst2, sst5, agnews, each with and without the task's prompt: f, phi_p, subset, class,
+posneg, zero-shot, calibrated zero-shot, majority. Table 2: dbpedia, trec, imdb, cr, mpqa: f and
+phi_p. The paper's probe protocol (`tflm.jobs.probe_job.probe_task`) on full training sets except
+where `SUBSAMPLES` (or the caller) says otherwise; seeded subsamples are printed and their sizes
+stated in the tables. Resumable: features go through the feature cache, and each finished
+(task, prompt) row group is saved in `out_dir/rows/` under its identity and reused on a rerun.
+"""
+
+import json
+import os
+import time
+
+from tflm.features.extract import default_cache_dir
+from tflm.features.prompt_space import resolve_strip_prompt_space, tokenizer_family
+from tflm.jobs.probe_job import probe_task, results_table, task_prompt_modes
+from tflm.models import load_lm
+from tflm.tasks import get_task
+from tflm.tasks.loaders import split_path
+from tflm.report import bar_chart, machine_info, markdown_table, text_table, write_atomic, write_json
+
+TABLE1_TASKS = ("sst2", "sst5", "agnews")
+TABLE1_FEATURES = ("f", "phi_p", "subset", "class", "posneg", "zeroshot", "zeroshot_cal")
+TABLE2_TASKS = ("dbpedia", "trec", "imdb", "cr", "mpqa")
+TABLE2_FEATURES = ("f", "phi_p")
+TABLES = ("1", "2", "quad")
+# (max_train, max_test) where a task's data are too big for a 2-core CPU run (None: all).
+SUBSAMPLES = {"imdb": (2000, 2000), "agnews": (None, 2000), "dbpedia": (None, 2000)}
+
+
+def check_tables(tables):
+    tables = [str(t).strip().lower() for t in tables]
+    bad = [t for t in tables if t not in TABLES]
+    if bad:
+        raise ValueError(f"unknown table(s) {bad}; choose from {list(TABLES)}")
+    return [t for t in TABLES if t in tables]
+
+
+def _sizes(task, max_train, max_test):
+    default = SUBSAMPLES.get(task, (None, None))
+    return (default[0] if max_train is None else max_train), (default[1] if max_test is None else max_test)
+
+
+def _group(lm, task, features, prompt, data_dir, sizes, strip, cache_dir, rows_dir, seed, log):
+    """Rows of one (task, prompt), reused from rows_dir when computed before with the same identity."""
+    identity = {"fingerprint": lm.fingerprint(), "task": task.name, "prompt": prompt, "features": list(features),
+                "max_train": sizes[0], "max_test": sizes[1], "strip_prompt_space": strip if prompt else None, "seed": seed,
+                "data_dir": os.path.abspath(data_dir) if data_dir else None}
+    path = os.path.join(rows_dir, f"{task.name}{'_prompt' if prompt else ''}.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if saved.get("identity") == identity:
+            log(f"  {task.name}{'*' if prompt else ''}: reusing {path}")
+            return saved["rows"]
+    rows = probe_task(lm, task, list(features), prompt, data_dir, max_train=sizes[0], max_test=sizes[1], seed=seed,
+                      cache_dir=cache_dir, strip_prompt_space=strip, progress=False, log=log)
+    write_json(path, {"identity": identity, "rows": rows})
+    return rows
+
+
+def run_table(lm, tasks, features, prompt_modes, data_dir=None, max_train=None, max_test=None, strip=None,
+              cache_dir=None, rows_dir=None, seed=0, log=print):
+    """Probe rows of every task in `tasks` (and prompt mode), in table order."""
+    rows = []
+    for task, prompt in task_prompt_modes(tasks, prompt_modes, log):
+        rows += _group(lm, task, features, prompt, data_dir, _sizes(task.name, max_train, max_test), strip,
+                       cache_dir, rows_dir, seed, log)
+    return rows
+
+
+def sized_table(rows):
+    """`results_table` plus a column with the train / test sizes behind each row (subsamples marked)."""
+    header, table = results_table(rows)
+    sizes = {}
+    for r in rows:
+        if "n_train" in r and r["row"] not in sizes:
+            split = f" x{r['n_splits']} splits" if r.get("n_splits") else ""
+            sizes[r["row"]] = f"{r['n_train']:,} / {r['n_test']:,}{split}"
+    return header + ["train / test"], [row + [sizes.get(row[0], "-")] for row in table]
+
+
+def run_tables(model, tables=("1", "2"), out_dir="results", data_dir=None, max_train=None, max_test=None,
+               strip_prompt_space=None, cache_dir=None, seed=0, command=None, log=print):
+    """Write `out_dir/REPORT.md`, results.json and PNGs with the requested tables; returns the result dict."""
+    from tflm.jobs.reproduce_job import pattern_checks
+
+    tables = check_tables(tables)
+    specs = {"1": (TABLE1_TASKS, TABLE1_FEATURES, (False, True)), "2": (TABLE2_TASKS, TABLE2_FEATURES, (False,))}
+    for t in tables:  # every data file up front, not after an hour of features
+        for name in specs.get(t, ((),))[0]:
+            task = get_task(name)
+            for split in (("all",) if task.is_random_split else ("train", "test")):
+                split_path(task, split, data_dir)
+    t0 = time.time()
+    os.makedirs(out_dir, exist_ok=True)
+    rows_dir = os.path.join(out_dir, "rows")
+    os.makedirs(rows_dir, exist_ok=True)
+    cache_dir = default_cache_dir() if cache_dir is None else (cache_dir or None)
+    lm = load_lm(model) if isinstance(model, str) else model
+    strip = resolve_strip_prompt_space(lm.tokenizer, strip_prompt_space)
+    log(f"== {lm.name} ({lm.architecture}, d={lm.hidden_dim}, V={lm.vocabulary_size}); prompt trailing space "
+        f"{'stripped' if strip else 'kept'} ({'set' if strip_prompt_space is not None else 'default for'} "
+        f"tokenizer family {tokenizer_family(lm.tokenizer)}) ==")
+    result = {"command": command, "model": {"spec": str(model), "name": lm.name, "fingerprint": lm.fingerprint(),
+              "architecture": lm.architecture, "hidden_dim": lm.hidden_dim, "vocabulary_size": lm.vocabulary_size,
+              "num_parameters": lm.num_parameters, "tokenizer": lm.tokenizer.name,
+              "tokenizer_family": tokenizer_family(lm.tokenizer)},
+              "strip_prompt_space": strip, "seed": seed, "subsamples": {}, "tables": {}, "machine": machine_info()}
+    for t in tables:
+        if t == "quad":
+            continue
+        tasks, features, modes = specs[t]
+        log(f"\n-- Table {t}: {', '.join(tasks)} --")
+        rows = run_table(lm, tasks, features, modes, data_dir, max_train, max_test, strip, cache_dir, rows_dir,
+                         seed, log)
+        result["tables"][t] = {"rows": rows, "pattern": pattern_checks(rows)}
+        for task in tasks:
+            result["subsamples"][task] = dict(zip(("max_train", "max_test"), _sizes(task, max_train, max_test)))
+    if "quad" in tables:
+        result["quad"] = quad_comparison(data_dir, cache_dir, log)
+    result["wall_time_s"] = round(time.time() - t0, 1)
+    write_json(os.path.join(out_dir, "results.json"), result)
+    write_atomic(os.path.join(out_dir, "REPORT.md"), render_tables_report(result, out_dir))
+    for t, table in result["tables"].items():
+        log(f"\nTable {t} (test accuracy %, * = with prompt):\n" + text_table(*sized_table(table["rows"])))
+    fails = [n for table in result["tables"].values() for n in table["pattern"] if n.startswith("FAILS")]
+    total = sum(len(table["pattern"]) for table in result["tables"].values())
+    log(f"\npaper pattern: {total - len(fails)} checks hold, {len(fails)} fail")
+    log(f"wrote {os.path.join(out_dir, 'REPORT.md')} ({result['wall_time_s']}s)")
+    return result
+
+
+def quad_comparison(data_dir, cache_dir, log):
+    """The shipped cross-entropy and Quad models side by side (the main job's comparison)."""
+    from tflm.jobs.probe_job import run_probes
+    from tflm.jobs.reproduce_job import DEFAULT_FEATURES, _card, default_model
+
+    out = {}
+    for label, name in (("xent", "imdb-gpt2-small-xent"), ("quad", "imdb-gpt2-small-quad")):
+        path = default_model(name)
+        card = _card(path)
+        log(f"\n-- Quad vs xent: {label} ({path}) --")
+        probes = run_probes(path, ["sst2"], DEFAULT_FEATURES, data_dir=data_dir, prompt_modes=(False, True),
+                            cache_dir=cache_dir if cache_dir else "", progress=False, log=log)
+        out[label] = {"spec": path, "name": probes["model"], "rows": probes["rows"], "objective": card.get("objective"),
+                      "val_perplexity": card.get("val_perplexity")}
+    return out
+
+
+def render_tables_report(result, out_dir):
+    from tflm.jobs.reproduce_job import _quad_table
+
+    m = result["model"]
+    lines = [f"# The paper's tables on {m['name']}", "",
+             "Saunshi, Malladi, Arora (ICLR 2021): linear probes on language-model features, paper protocol "
+             "(logistic regression, C chosen by cross-validation; CR and MPQA: mean over 10 random 90/10 splits).", ""]
+    if result.get("command"):
+        lines += ["Command:", "", f"    {result['command']}", ""]
+    lines += [f"Wall time {result['wall_time_s']}s. Model `{m['spec']}`: {m['architecture']}, d={m['hidden_dim']}, "
+              f"V={m['vocabulary_size']}, {m['num_parameters']:,} parameters, weights fingerprint `{m['fingerprint']}`, "
+              f"tokenizer {m['tokenizer']} (family {m['tokenizer_family']}). Prompt trailing space: "
+              f"**{'stripped' if result['strip_prompt_space'] else 'kept'}**.", ""]
+    subs = {t: s for t, s in result["subsamples"].items() if s["max_train"] or s["max_test"]}
+    if subs:
+        lines += ["Seeded subsamples (seed %d) where the data are too big for this machine: " % result["seed"]
+                  + "; ".join(f"{t} " + ", ".join(f"{k[4:]} {v:,}" for k, v in s.items() if v) for t, s in subs.items())
+                  + ". The last column of each table gives the sizes used.", ""]
+    titles = {"1": "Table 1: sentiment and news, with (`*`) and without the prompt",
+              "2": "Table 2: other tasks, f and phi_p (no prompt)"}
+    explain = {"1": "Word features are logits (paper default). zeroshot: the class whose zero-shot word is the "
+                    "likeliest next word; zeroshot_cal: the same after centring each class score by its mean over "
+                    "the test texts (label-free).", "2": ""}
+    for t, table in result["tables"].items():
+        header, rows = sized_table(table["rows"])
+        lines += [f"## {titles[t]}", "", "Test accuracy (%).", explain[t], "", markdown_table(header, rows), ""]
+        groups = [r[0] for r in rows]
+        feats = header[1:-2]
+        acc = {(r["row"], r["feature"]): r.get("test_accuracy") for r in table["rows"] if "skipped" not in r}
+        png = f"table{t}.png"
+        bar_chart(os.path.join(out_dir, png), groups, feats, {f: [acc.get((g, f)) for g in groups] for f in feats},
+                  f"Table {t}: linear probes on {m['name']}")
+        lines += [f"![Table {t}]({png})", ""]
+    if "quad" in result:
+        res = {"models": {k: dict(v) for k, v in result["quad"].items()}}
+        lines += ["## Quad vs cross-entropy (the shipped pair, SST-2)", "", markdown_table(*_quad_table(res)), ""]
+    lines += ["## Does the paper's pattern hold?", ""]
+    for t, table in result["tables"].items():
+        fails = sum(n.startswith("FAILS") for n in table["pattern"])
+        lines += [f"**Table {t}**: {len(table['pattern']) - fails} checks hold, {fails} fail.", ""]
+        lines += [f"- {n}" for n in table["pattern"]] + [""]
+    mi = result["machine"]
+    lines += ["## Machine", "", f"{mi['platform']}, {mi['cpus']} CPUs, GPUs: {mi['gpus'] or 'none'}, "
+              f"Python {mi['python']}, TensorFlow {mi['tensorflow']}.", ""]
+    return "\n".join(lines)
