@@ -19,13 +19,13 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tflm  # noqa: E402
+from conftest import shared_data  # noqa: E402
 from tflm import cli  # noqa: E402
 from tflm.lm.pretrain import pretrain  # noqa: E402
 from tflm.lm.quad_loss import QuadLoss  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.environ.get("TFLM_SHARED_DATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
-CORPUS_SRC = os.path.join(SHARED, "corpus", "imdb_unsup", "valid.txt")
+CORPUS_SRC = shared_data("corpus", "imdb_unsup", "valid.txt")
 FALLBACK_TEXT = (
     "This movie was a delight from start to finish, with a clever script and warm performances. "
     "I could not stop laughing at the supporting cast, although the ending dragged a little. "

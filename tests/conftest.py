@@ -1,0 +1,73 @@
+"""Where the tests find the project's shared folder, and the copies shipped with tflm.
+
+The shared folder (``../shared`` next to the repository: ``data/`` with the task
+splits and the IMDb corpus, ``gpt2_bpe/`` with OpenAI's BPE files) is optional: a
+fresh clone has none. ``TFLM_SHARED_DATA`` overrides its data folder, and the
+shared folder is then that folder's parent; CI points it at an empty folder once
+so that every fallback below runs.
+
+- `shared_or_shipped` gives the shared copy of a file when it is there, else the
+  byte-identical copy shipped with tflm (`SHIPPED_SST2`, `SHIPPED_BPE`; their
+  equality is tested whenever the shared copies exist).
+- `requires_shared_data` skips, with a reason, a test that needs shared data
+  no shipped copy can replace (the other tasks' full splits).
+
+Test modules import these names with ``from conftest import ...``.
+"""
+
+import os
+
+import pytest
+
+from tflm.tasks.loaders import PACKAGED_DATA_DIR
+from tflm.tokenization.tokenizer import GPT2_ASSET_DIR
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.abspath(os.environ.get("TFLM_SHARED_DATA") or os.path.join(REPO, "..", "shared", "data"))
+SHARED = os.path.dirname(SHARED_DATA)
+SHARED_BPE = os.path.join(SHARED, "gpt2_bpe")
+
+SHIPPED_SST2 = os.path.join(PACKAGED_DATA_DIR, "sst2")
+SHIPPED_BPE = GPT2_ASSET_DIR
+
+
+def shared_data(*parts):
+    """A path under the shared data folder (which may not exist)."""
+    return os.path.join(SHARED_DATA, *parts)
+
+
+def shared_or_shipped(shared_path, shipped_path):
+    """`shared_path` when it exists, else `shipped_path` (which must exist: it ships with tflm)."""
+    if os.path.exists(shared_path):
+        return shared_path
+    if not os.path.exists(shipped_path):
+        raise FileNotFoundError(f"neither {shared_path} nor the shipped copy {shipped_path} exists")
+    return shipped_path
+
+
+def requires_shared_data(*parts):
+    """Skip unless every `parts` path (relative to the shared data folder) exists."""
+    missing = [p for p in parts if not os.path.exists(shared_data(p))]
+    return pytest.mark.skipif(
+        bool(missing),
+        reason=f"shared data {missing} not under {SHARED_DATA} (no shipped copy; set TFLM_SHARED_DATA)",
+    )
+
+
+def write_sst2_subset(folder, per_label=(("train", 8), ("dev", 4), ("test", 4)), max_chars=90):
+    """Write a small balanced task folder (train/dev/test.tsv) of real SST-2 training sentences.
+
+    Takes, per label, the first sentences shorter than `max_chars` of the shipped
+    train.tsv, in turn: split s gets `n` of each label, interleaved 0, 1, 0, 1, ...
+    """
+    with open(os.path.join(SHIPPED_SST2, "train.tsv"), encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t", 1) for line in f][1:]
+    need = sum(n for _, n in per_label)
+    by_label = {y: [t for lab, t in rows if lab == y and len(t) < max_chars][:need] for y in ("0", "1")}
+    start = 0
+    for split, n in per_label:
+        lines = ["label\ttext"] + [f"{y}\t{by_label[y][i]}" for i in range(start, start + n) for y in ("0", "1")]
+        start += n
+        with open(os.path.join(folder, f"{split}.tsv"), "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+    return folder
