@@ -16,7 +16,9 @@ Test modules import these names with ``from conftest import ...``.
 """
 
 import os
+import re
 
+import numpy as np
 import pytest
 
 from tflm.tasks.loaders import PACKAGED_DATA_DIR
@@ -71,3 +73,60 @@ def write_sst2_subset(folder, per_label=(("train", 8), ("dev", 4), ("test", 4)),
         with open(os.path.join(folder, f"{split}.tsv"), "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
     return folder
+
+
+# --- checking written artefacts --------------------------------------------------------------
+def read_png(path, size):
+    """Decode the PNG at `path` (matplotlib) and check its (width, height); returns RGB floats in [0, 1]."""
+    import matplotlib.image
+
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG file"
+    img = matplotlib.image.imread(path)
+    assert (img.shape[1], img.shape[0]) == tuple(size), f"{path}: {img.shape[1]}x{img.shape[0]}, expected {size}"
+    return img[..., :3]
+
+
+def colour_pixels(img, colour, hue_tol=0.03, min_saturation=0.25):
+    """How many pixels of `img` have the hue of `colour` ("C0", "#1f77b4", ...), at any lightness.
+
+    Axes, ticks and text are grey, so this counts what was drawn in that colour
+    (also where it is blended with white by an alpha).
+    """
+    import matplotlib.colors
+
+    hsv = matplotlib.colors.rgb_to_hsv(np.clip(img, 0, 1))
+    hue = matplotlib.colors.rgb_to_hsv(np.array(matplotlib.colors.to_rgb(colour)))[0]
+    dh = np.abs(hsv[..., 0] - hue)
+    return int(np.sum((np.minimum(dh, 1 - dh) < hue_tol) & (hsv[..., 1] > min_saturation)))
+
+
+def markdown_sections(text):
+    """{heading text: body} for every Markdown heading ("#" to "######") of `text`."""
+    sections, heading, body = {}, None, []
+    for line in text.splitlines():
+        m = re.match(r"#{1,6} (.*)", line)
+        if m:
+            if heading is not None:
+                sections[heading] = "\n".join(body)
+            heading, body = m.group(1).strip(), []
+        elif heading is not None:
+            body.append(line)
+    if heading is not None:
+        sections[heading] = "\n".join(body)
+    return sections
+
+
+def markdown_tables(text):
+    """Every pipe table of `text` as (header cells, list of row cells), the |---| line checked and dropped."""
+    tables, block = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            block.append([c.strip() for c in line.strip().strip("|").split("|")])
+            continue
+        if block:
+            assert len(block) >= 2 and all(re.fullmatch(r":?-+:?", c) for c in block[1]), f"malformed table {block}"
+            assert all(len(r) == len(block[0]) for r in block), f"ragged table {block}"
+            tables.append((block[0], block[2:]))
+            block = []
+    return tables
