@@ -12,6 +12,8 @@ so that every fallback below runs.
 - `requires_shared_data` skips, with a reason, a test that needs shared data
   no shipped copy can replace (the other tasks' full splits).
 
+Tests that read the shared folder carry the `shared_data` marker (CI's empty-folder run selects them).
+
 Test modules import these names with ``from conftest import ...``.
 """
 
@@ -48,12 +50,14 @@ def shared_or_shipped(shared_path, shipped_path):
 
 
 def requires_shared_data(*parts):
-    """Skip unless every `parts` path (relative to the shared data folder) exists."""
+    """Decorator: mark a test `shared_data` and skip it unless every `parts` path (relative to the
+    shared data folder) exists."""
     missing = [p for p in parts if not os.path.exists(shared_data(p))]
-    return pytest.mark.skipif(
+    skip = pytest.mark.skipif(
         bool(missing),
         reason=f"shared data {missing} not under {SHARED_DATA} (no shipped copy; set TFLM_SHARED_DATA)",
     )
+    return lambda test: pytest.mark.shared_data(skip(test))
 
 
 def write_sst2_subset(folder, per_label=(("train", 8), ("dev", 4), ("test", 4)), max_chars=90):

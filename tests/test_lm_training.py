@@ -31,6 +31,7 @@ FALLBACK_TEXT = (
     "I could not stop laughing at the supporting cast, although the ending dragged a little. "
     "The photography is beautiful and the music fits every scene; I would watch it again."
 )
+pytestmark = pytest.mark.shared_data  # the corpus: real IMDb reviews, or a stand-in without the shared folder
 TINY = dict(config="tiny", batch_size=4, seq_len=16, warmup_steps=1, verbose=0)
 
 

@@ -16,7 +16,7 @@ from tflm.tokenization import Tokenizer, gpt2_tokenizer, word_token_ids
 from conftest import SHARED_BPE, SHIPPED_BPE, SHIPPED_SST2, shared_data, shared_or_shipped
 
 # ByteLevelBPETokenizer(vocab, merges) warns that BPE.__init__ from files is deprecated.
-pytestmark = pytest.mark.filterwarnings("ignore:Deprecated in 0.9.0:DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:Deprecated in 0.9.0:DeprecationWarning"), pytest.mark.shared_data]
 
 BPE_DIR = shared_or_shipped(SHARED_BPE, SHIPPED_BPE)
 VOCAB = os.path.join(BPE_DIR, "vocab.json")
