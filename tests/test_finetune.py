@@ -161,6 +161,7 @@ def test_grid_selects_by_dev_and_writes_reports(grid_report, toy_task):
     assert report["test_accuracy"] == np.mean(pred == labels)
 
 
+@pytest.mark.slow
 def test_grid_resumes_after_kill_and_reports_the_same(grid_report, toy_task, tmp_path):
     _, reference = grid_report
     out = str(tmp_path / "resumed")
@@ -199,6 +200,7 @@ def test_grid_refuses_other_settings_in_same_folder(grid_report, toy_task):
 
 
 # --- export ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_export_reload_parity_in_fresh_process(grid_report, tmp_path):
     out, report = grid_report
     lm = load_lm("tiny-gpt2")
@@ -244,6 +246,7 @@ def test_export_reload_parity_in_fresh_process(grid_report, tmp_path):
     assert res["diff"] <= 1e-5 and res["diff_predict_py"] <= 1e-5 and res["diff_text"] <= 1e-5
 
 
+@pytest.mark.slow
 def test_probe_export_matches_sklearn_in_fresh_process(toy_task, tmp_path):
     from sklearn.linear_model import LogisticRegression
 
@@ -283,6 +286,7 @@ def test_probe_export_matches_sklearn_in_fresh_process(toy_task, tmp_path):
 
 
 # --- MirroredStrategy over two logical CPUs -------------------------------------------------
+@pytest.mark.slow
 def test_mirrored_two_cpus_matches_single_device(toy_task, tmp_path):
     proc = run_python(f"""
         import json
@@ -339,6 +343,7 @@ def test_cli_malformed_tf_config(toy_task, tmp_path, capsys, monkeypatch):
     assert rc == 2 and err.startswith("tflm finetune: error: malformed TF_CONFIG") and "\n" not in err
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_with_early_stop_and_export(toy_task, tmp_path, capsys):
     out, export = str(tmp_path / "out"), str(tmp_path / "export")
     rc = cli.main(["finetune", "--model", "tiny-gpt2", "--task", toy_task, "--lrs", "3e-3", "--batch-sizes", "16",
@@ -355,6 +360,7 @@ def test_cli_end_to_end_with_early_stop_and_export(toy_task, tmp_path, capsys):
     assert meta["signature"] == "serving_default" and meta["raw_text_check"] == {"texts": 16, "mismatches": 0}
 
 
+@pytest.mark.slow
 def test_default_export_loads_without_tensorflow_text(grid_report, tmp_path):
     """The default export (no raw-text endpoint) needs only TensorFlow to load and serve."""
     out, _ = grid_report

@@ -196,6 +196,7 @@ def test_smollm2_perplexity_and_greedy(smollm2):
     assert "Paris" in continuation
 
 
+@pytest.mark.slow
 @needs_smollm2
 def test_smollm2_matches_transformers_gguf_reader(smollm2):
     """transformers' own GGUF dequantizer + reverse-permute, in torch, gives the same logits."""

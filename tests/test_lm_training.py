@@ -86,6 +86,7 @@ def quad_run(corpus, tmp_path_factory):
 
 
 # --- save / reload in a fresh process ------------------------------------------
+@pytest.mark.slow
 def test_pretrain_save_reload_fresh_process(corpus, quad_run, tmp_path):
     rng = np.random.default_rng(0)
     token_ids = rng.integers(0, 50257, size=(2, 16)).astype("int32")
@@ -126,6 +127,7 @@ def test_pretrain_save_reload_fresh_process(corpus, quad_run, tmp_path):
 
 
 # --- BackupAndRestore: kill mid-run, rerun, compare with an uninterrupted run ------
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted(corpus, quad_run, tmp_path):
     # jit_compile=True (the default): XLA on CPU is deterministic run-to-run
     # here (checked), so the resumed run must match the uninterrupted one.
@@ -245,6 +247,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_mirrored_two_cpus_matches_single_device(corpus, tmp_path):
     proc = run_python(MIRRORED_SCRIPT, args=[corpus, str(tmp_path)])
     assert proc.returncode == 0, proc.stderr[-3000:]
