@@ -1,4 +1,5 @@
-"""Where the tests find the project's shared folder, and the copies shipped with tflm.
+"""Test helpers: where the project's shared folder is (with the shipped fallbacks), a small SST-2
+task folder, and checks of written PNGs and Markdown reports.
 
 The shared folder (``../shared`` next to the repository: ``data/`` with the task
 splits and the IMDb corpus, ``gpt2_bpe/`` with OpenAI's BPE files) is optional: a
@@ -13,7 +14,6 @@ so that every fallback below runs.
   no shipped copy can replace (the other tasks' full splits).
 
 Tests that read the shared folder carry the `shared_data` marker (CI's empty-folder run selects them).
-
 Test modules import these names with ``from conftest import ...``.
 """
 
