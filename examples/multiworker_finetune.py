@@ -19,10 +19,10 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MODEL = os.path.join(HERE, "..", "saved_models", "imdb-gpt2-small-xent")
-TINY = {"max_train": 16, "max_eval": 8, "epochs": 1, "lrs": "1e-3", "batch_sizes": "4"}
+TINY = {"max_train": 16, "max_eval": 8, "epochs": 1, "lrs": [1e-3], "batch_sizes": [4]}
 
 
-def worker(out, model=DEFAULT_MODEL, task="sst2", lrs="1e-4", batch_sizes="8", epochs=1, max_train=None,
+def worker(out, model=DEFAULT_MODEL, task="sst2", lrs=(1e-4,), batch_sizes=(8,), epochs=1, max_train=None,
            max_eval=None, data_dir=None, seed=0):
     """One worker of the job (TF_CONFIG must be set): the fine-tuning grid's report."""
     from tflm.finetune import finetune
@@ -46,8 +46,10 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="output folder (the chief's report)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="model SPEC (default: the shipped IMDb GPT-2 model)")
     p.add_argument("--task", default="sst2")
-    p.add_argument("--lrs", default="1e-4")
-    p.add_argument("--batch-sizes", default="8", help="global batch sizes (each worker gets batch / workers)")
+    p.add_argument("--lrs", default=[1e-4], type=lambda s: [float(x) for x in s.split(",")],
+                   help="comma-separated learning rates")
+    p.add_argument("--batch-sizes", default=[8], type=lambda s: [int(x) for x in s.split(",")],
+                   help="comma-separated global batch sizes (each worker gets batch / workers)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-train", type=int, default=None)
     p.add_argument("--max-eval", type=int, default=None)
