@@ -23,9 +23,9 @@ import tensorflow as tf
 
 from tflm.features import SentenceFeatures
 from tflm.features.batching import bucket_batches
-from tflm.features.inputs import encode_texts
+from tflm.tokenization.text_encoder import encode_texts
 from tflm.features.task_words import task_word_ids
-from tflm.jobs.data import load_texts, resolve_task, subsample
+from tflm.tasks.splits import load_texts, resolve_task, subsample
 from tflm.models import load_lm
 from tflm.probes import logistic_probe
 from tflm.probes.zero_shot import zero_shot_probe

@@ -24,16 +24,8 @@ from tflm.analysis import (  # noqa: E402
     plot_log_partition_fit,
     quadratic_design,
 )
+from conftest import colour_pixels, read_png  # noqa: E402
 from tflm.analysis import theory  # noqa: E402
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def assert_png(path, min_bytes=5000):
-    with open(path, "rb") as fh:
-        data = fh.read()
-    assert data[:8] == PNG_MAGIC, "not a PNG file"
-    assert len(data) > min_bytes, f"PNG suspiciously small ({len(data)} bytes)"
 
 
 def known_quadratic(d=4, seed=0):
@@ -74,7 +66,9 @@ def test_quadratic_fit_recovers_known_quadratic(tmp_path):
     # Plot: fitted vs true with y = x and R^2 in the legend.
     out = plot_log_partition_fit(str(tmp_path / "logz.png"), y[150:],
                                  {"quadratic": fit.predict(f[150:]), "ridge": ridge.predict(f[150:])})
-    assert_png(out)
+    img = read_png(out, (720, 720))  # 6 x 6 inches at 120 dpi
+    # 50 ridge squares (C1) drawn over the exact fit's circles (C0: then only its legend marker shows)
+    assert colour_pixels(img, "C1") > 1000 and colour_pixels(img, "C0") > 20
 
 
 def test_quadratic_fit_too_few_contexts():
@@ -109,7 +103,8 @@ def test_log_partition_pipeline_on_random_lm(tmp_path):
     out = plot_log_partition_fit(str(tmp_path / "lz.png"), logz[80:],
                                  {"quadratic": fit.predict(f64[80:]), "Gaussian": gauss.predict(f64[80:])},
                                  title="test")
-    assert_png(out)
+    img = read_png(out, (720, 720))
+    assert colour_pixels(img, "C0") > 300 and colour_pixels(img, "C1") > 1000  # 40 points of each fit
 
 
 def test_gaussian_heuristic_exact_on_quadrature_vocabulary():
@@ -178,5 +173,6 @@ def test_accuracy_vs_loss_plot(tmp_path):
                                 loss_min=3.6)
     assert abs(exact["a"] - 0.82) < 1e-10 and abs(exact["c"] - 0.12) < 1e-10
     out = plot_accuracy_vs_loss(recs, str(tmp_path / "acc.png"))
-    assert_png(out["path"])
+    img = read_png(out["path"], (840, 660))  # 7 x 5.5 inches at 120 dpi
+    assert colour_pixels(img, "C0") > 400  # 6 checkpoints (one point and its legend marker: ~200 pixels)
     assert "reference shape" in out["caption"] and "not a claim" in out["caption"]

@@ -18,6 +18,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from conftest import write_sst2_subset  # noqa: E402
 from tflm import cli  # noqa: E402
 from tflm.features import FeatureExtractor  # noqa: E402
 from tflm.finetune import Classifier, LMSnapshot, finetune, finetune_splits, read_events  # noqa: E402
@@ -26,7 +27,7 @@ from tflm.finetune.export import export_classifier, export_sklearn_probe, probe_
 from tflm.finetune.config import FinetuneConfig  # noqa: E402
 from tflm.finetune.grid import model_identity  # noqa: E402
 from tflm.models import load_lm  # noqa: E402
-from tflm.tasks import PACKAGED_DATA_DIR, load_split, task_from_folder  # noqa: E402
+from tflm.tasks import load_split, task_from_folder  # noqa: E402
 from tflm.tokenization.text_encoder import encode_texts  # noqa: E402
 from tflm.tokenization.text_encoding import pad_batch  # noqa: E402
 
@@ -56,18 +57,7 @@ def strip_times(obj):
 @pytest.fixture(scope="module")
 def toy_task(tmp_path_factory):
     """A balanced folder task: 32 train, 16 dev, 16 test short SST-2 sentences."""
-    with open(os.path.join(PACKAGED_DATA_DIR, "sst2", "train.tsv"), encoding="utf-8") as f:
-        rows = [line.rstrip("\n").split("\t", 1) for line in f][1:]
-    by_label = {y: [t for lab, t in rows if lab == y and len(t) < 90][:32] for y in ("0", "1")}
-    folder = tmp_path_factory.mktemp("toy")
-    parts = {"train": slice(0, 16), "dev": slice(16, 24), "test": slice(24, 32)}
-    for split, sl in parts.items():
-        lines = ["label\ttext"]
-        for i in range(sl.stop - sl.start):
-            for y in ("0", "1"):
-                lines.append(f"{y}\t{by_label[y][sl.start + i]}")
-        (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return str(folder)
+    return write_sst2_subset(str(tmp_path_factory.mktemp("toy")), (("train", 16), ("dev", 8), ("test", 8)))
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +209,7 @@ def test_history_and_best_checkpoint_resume_exactly(tmp_path):
 
 
 # --- the grid -----------------------------------------------------------------------------
-def test_grid_selects_by_dev_and_writes_reports(grid_report):
+def test_grid_selects_by_dev_and_writes_reports(grid_report, toy_task):
     out, report, caught = grid_report
     runs = report["runs"]
     assert [r["run"] for r in runs] == ["lr0.001_bs8", "lr0.001_bs16", "lr0.003_bs8", "lr0.003_bs16"]
@@ -248,8 +238,14 @@ def test_grid_selects_by_dev_and_writes_reports(grid_report):
     assert os.path.isdir(os.path.join(out, report["selected"]["run"], "logs"))  # TensorBoard
     model = keras.models.load_model(os.path.join(out, "selected_model.keras"))
     assert isinstance(model, Classifier) and model.num_classes == 2
+    # The reported test accuracy is the selected model's on the test split.
+    texts, labels = load_split(task_from_folder(toy_task), "test")
+    token_ids, mask = pad_batch(encode_texts(load_lm("tiny-gpt2").tokenizer, texts, None, 64)[0])
+    pred = np.argmax(np.asarray(model({"token_ids": token_ids, "padding_mask": mask})), axis=1)
+    assert report["test_accuracy"] == np.mean(pred == labels)
 
 
+@pytest.mark.slow
 def test_grid_resumes_after_kill_and_reports_the_same(grid_report, toy_task, tmp_path):
     _, reference, _ = grid_report
     out = str(tmp_path / "resumed")
@@ -288,6 +284,7 @@ def test_grid_refuses_other_settings_in_same_folder(grid_report, toy_task):
 
 
 # --- export ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_export_reload_parity_in_fresh_process(grid_report, tmp_path):
     out, report, _ = grid_report
     lm = load_lm("tiny-gpt2")
@@ -333,6 +330,7 @@ def test_export_reload_parity_in_fresh_process(grid_report, tmp_path):
     assert res["diff"] <= 1e-5 and res["diff_predict_py"] <= 1e-5 and res["diff_text"] <= 1e-5
 
 
+@pytest.mark.slow
 def test_probe_export_matches_sklearn_in_fresh_process(toy_task, tmp_path):
     from sklearn.linear_model import LogisticRegression
 
@@ -372,6 +370,7 @@ def test_probe_export_matches_sklearn_in_fresh_process(toy_task, tmp_path):
 
 
 # --- MirroredStrategy over two logical CPUs -------------------------------------------------
+@pytest.mark.slow
 def test_mirrored_two_cpus_matches_single_device(toy_task, tmp_path):
     proc = run_python(f"""
         import json
@@ -428,6 +427,7 @@ def test_cli_malformed_tf_config(toy_task, tmp_path, capsys, monkeypatch):
     assert rc == 2 and err.startswith("tflm finetune: error: malformed TF_CONFIG") and "\n" not in err
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_with_early_stop_and_export(toy_task, tmp_path, capsys):
     out, export = str(tmp_path / "out"), str(tmp_path / "export")
     rc = cli.main(["finetune", "--model", "tiny-gpt2", "--task", toy_task, "--lrs", "3e-3", "--batch-sizes", "16",
@@ -444,6 +444,7 @@ def test_cli_end_to_end_with_early_stop_and_export(toy_task, tmp_path, capsys):
     assert meta["signature"] == "serving_default" and meta["raw_text_check"] == {"texts": 16, "mismatches": 0}
 
 
+@pytest.mark.slow
 def test_default_export_loads_without_tensorflow_text(grid_report, tmp_path):
     """The default export (no raw-text endpoint) needs only TensorFlow to load and serve."""
     out, _, _ = grid_report

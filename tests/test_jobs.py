@@ -8,9 +8,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import pytest
 
+from conftest import colour_pixels, markdown_sections, markdown_tables, read_png
 from tflm.cli import main
 from tflm.jobs.probe_job import run_probes
 from tflm.jobs.reproduce_job import pattern_checks, reproduce
+from tflm.report import fmt
 
 SHIPPED = os.path.join(os.path.dirname(__file__), "..", "tflm", "data", "sst2")
 
@@ -29,14 +31,27 @@ def data_dir(tmp_path_factory):
     return str(root)
 
 
-def test_probe_job_table_and_files(tmp_path, data_dir):
+@pytest.fixture(scope="module")
+def f_probe_accuracy(data_dir):
+    """Test accuracy of the paper's probe on tiny-gpt2's f (no prompt), computed without the jobs."""
+    from tflm.features import SentenceFeatures
+    from tflm.models import load_lm
+    from tflm.probes import logistic_probe
+    from tflm.tasks import load_split
+
+    sf = SentenceFeatures(load_lm("tiny-gpt2"), progress=False)
+    (tr, y_tr), (te, y_te) = (load_split("sst2", split, data_dir) for split in ("train", "test"))
+    return logistic_probe(sf.f(tr), y_tr, sf.f(te), y_te)["test_accuracy"]
+
+
+def test_probe_job_table_and_files(tmp_path, data_dir, f_probe_accuracy):
     out = str(tmp_path / "probe")
     res = run_probes("tiny-gpt2", ["sst2", "cr"], ["f", "phi_p", "class", "zeroshot"], out_dir=out,
                      data_dir=data_dir, prompt_modes=(False, True), cache_dir="", progress=False, log=lambda *a: None)
     rows = res["rows"]
     assert {r["row"] for r in rows} == {"sst2", "sst2*", "cr", "cr*"}
     f_row = next(r for r in rows if r["row"] == "sst2" and r["feature"] == "f")
-    assert f_row["n_train"] == 60 and f_row["n_test"] == 40 and 0 <= f_row["test_accuracy"] <= 1
+    assert f_row["n_train"] == 60 and f_row["n_test"] == 40 and f_row["test_accuracy"] == f_probe_accuracy
     cr_row = next(r for r in rows if r["row"] == "cr" and r["feature"] == "f")
     assert cr_row["n_splits"] == 10 and len(cr_row["test_accuracies"]) == 10
     zs = next(r for r in rows if r["row"] == "sst2*" and r["feature"] == "zeroshot")
@@ -78,7 +93,7 @@ def test_pattern_checks_say_plainly_when_the_pattern_fails():
     assert "FAILS: prompt helps class: t 60.0 -> t* 55.0" in notes
 
 
-def test_reproduce_writes_report(tmp_path, data_dir):
+def test_reproduce_writes_report(tmp_path, data_dir, f_probe_accuracy):
     out = str(tmp_path / "rep")
     res = reproduce(model="tiny-gpt2", quad_model="tiny-gpt2-untied", tasks=["sst2"], data_dir=data_dir,
                     out_dir=out, contexts=400, pca_dims=4, log=lambda *a: None)
@@ -86,19 +101,25 @@ def test_reproduce_writes_report(tmp_path, data_dir):
     report = open(os.path.join(out, "REPORT.md")).read()
     for part in ("Table 1 shape", "Quad vs cross-entropy", "Log-partition check", "pattern", "Machine"):
         assert part in report
-    for png in ("table1.png", "log_partition.png"):
-        data = open(os.path.join(out, png), "rb").read()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    sections = markdown_sections(report)
+    (header, table), = markdown_tables(sections["Table 1 shape: tiny-gpt2"])
+    assert header == ["task", "f", "phi_p", "subset", "class", "zeroshot", "majority"]
+    assert [r[0] for r in table] == ["sst2", "sst2*"] and table[0][1] == fmt(f_probe_accuracy)
+    # grouped bars, 2 rows x 5 features: (1.2 * 2 * 5 / 2 + 2) x 4 inches at 100 dpi; f's bars in C0
+    assert colour_pixels(read_png(os.path.join(out, "table1.png"), (800, 400)), "C0") > 1000
+    img = read_png(os.path.join(out, "log_partition.png"), (720, 720))  # 100 held-out contexts, two fits
+    assert colour_pixels(img, "C0") > 300 and colour_pixels(img, "C1") > 300
 
 
-def test_analyze_cli(tmp_path, data_dir):
+def test_analyze_cli(tmp_path, data_dir, f_probe_accuracy):
     out = str(tmp_path / "an")
     assert main(["analyze", "--model", "tiny-gpt2", "--task", "sst2", "--data", data_dir, "--contexts", "300",
                  "--pca-dims", "4", "--out", out]) == 0
     res = json.load(open(os.path.join(out, "analysis.json")))
     assert res["log_partition"]["quadratic_params"] == 4 * 5 // 2 + 4 + 1
-    assert 0 <= res["linear_relation"]["probe_f"] <= 1
-    assert os.path.getsize(os.path.join(out, "log_partition.png")) > 5000
+    assert res["linear_relation"]["probe_f"] == f_probe_accuracy
+    img = read_png(os.path.join(out, "log_partition.png"), (720, 720))  # 75 held-out contexts, two fits
+    assert colour_pixels(img, "C0") > 300 and colour_pixels(img, "C1") > 300
 
 
 def test_analyze_rejects_too_few_contexts(tmp_path, data_dir, capsys):
@@ -119,12 +140,17 @@ def test_accuracy_vs_loss_rejects_mixed_architectures(tmp_path, data_dir, capsys
     assert "differ" in err and err.count("\n") == 1
 
 
-def test_reproduce_finetune_column(tmp_path, data_dir):
+def test_reproduce_finetune_column(tmp_path, data_dir, f_probe_accuracy):
     res = reproduce(model="tiny-gpt2", tasks=["sst2"], data_dir=data_dir, out_dir=str(tmp_path),
                     features=["f"], contexts=300, pca_dims=4, finetune=True,
                     finetune_kwargs={"lrs": [1e-4], "batch_sizes": [8], "epochs": 1, "verbose": 0},
                     log=lambda *a: None)
     ft = res["finetune"]["sst2"]
-    assert 0 <= ft["test_accuracy"] <= 1 and ft["selected"]["lr"] == 1e-4
-    header = open(os.path.join(tmp_path, "REPORT.md")).read().split("## Table 1 shape")[1].splitlines()[4]
-    assert "FT" in header
+    with open(os.path.join(tmp_path, "finetune_sst2", "results.json"), encoding="utf-8") as f:
+        saved = json.load(f)
+    assert ft["selected"]["lr"] == 1e-4 and ft["test_accuracy"] == saved["test_accuracy"]
+    (header, table), = markdown_tables(markdown_sections(open(os.path.join(tmp_path, "REPORT.md")).read())[
+        "Table 1 shape: tiny-gpt2"])
+    assert header == ["task", "f", "FT", "majority"]
+    assert table[0][:3] == ["sst2", fmt(f_probe_accuracy), fmt(saved["test_accuracy"])]
+    assert table[1][0] == "sst2*" and table[1][2] == "-"  # no fine-tuning with the prompt

@@ -19,18 +19,19 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import tflm  # noqa: E402
+from conftest import shared_data  # noqa: E402
 from tflm import cli  # noqa: E402
 from tflm.lm.pretrain import pretrain  # noqa: E402
 from tflm.lm.quad_loss import QuadLoss  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.environ.get("TFLM_SHARED_DATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
-CORPUS_SRC = os.path.join(SHARED, "corpus", "imdb_unsup", "valid.txt")
+CORPUS_SRC = shared_data("corpus", "imdb_unsup", "valid.txt")
 FALLBACK_TEXT = (
     "This movie was a delight from start to finish, with a clever script and warm performances. "
     "I could not stop laughing at the supporting cast, although the ending dragged a little. "
     "The photography is beautiful and the music fits every scene; I would watch it again."
 )
+pytestmark = pytest.mark.shared_data  # the corpus: real IMDb reviews, or a stand-in without the shared folder
 TINY = dict(config="tiny", batch_size=4, seq_len=16, warmup_steps=1, verbose=0)
 
 
@@ -85,6 +86,7 @@ def quad_run(corpus, tmp_path_factory):
 
 
 # --- save / reload in a fresh process ------------------------------------------
+@pytest.mark.slow
 def test_pretrain_save_reload_fresh_process(corpus, quad_run, tmp_path):
     rng = np.random.default_rng(0)
     token_ids = rng.integers(0, 50257, size=(2, 16)).astype("int32")
@@ -125,6 +127,7 @@ def test_pretrain_save_reload_fresh_process(corpus, quad_run, tmp_path):
 
 
 # --- BackupAndRestore: kill mid-run, rerun, compare with an uninterrupted run ------
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted(corpus, quad_run, tmp_path):
     # jit_compile=True (the default): XLA on CPU is deterministic run-to-run
     # here (checked), so the resumed run must match the uninterrupted one.
@@ -244,6 +247,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_mirrored_two_cpus_matches_single_device(corpus, tmp_path):
     proc = run_python(MIRRORED_SCRIPT, args=[corpus, str(tmp_path)])
     assert proc.returncode == 0, proc.stderr[-3000:]

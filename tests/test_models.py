@@ -86,6 +86,7 @@ def test_cli_tokenize_matches_reference(monkeypatch, capsys):
     assert capsys.readouterr().out.split() == ["it", "Ġ'", "s"]
 
 
+@pytest.mark.slow
 def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "tflm.cli", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "tokenize" in out.stdout and "info" in out.stdout

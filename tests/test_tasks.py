@@ -27,10 +27,10 @@ from tflm.tasks import (
 )
 from tflm.tasks import loaders, registry
 
-SHARED = os.environ.get("TFLM_SHARED_DATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
-needs_shared = pytest.mark.skipif(
-    not os.path.isdir(SHARED), reason=f"shared data folder {SHARED} not present"
-)
+from conftest import SHARED_DATA, requires_shared_data
+
+SHARED = SHARED_DATA
+needs_shared = requires_shared_data("agnews", "cr", "dbpedia", "glue_sst2", "imdb", "mpqa", "sst2", "sst5", "trec")
 
 ALL_TASKS = {"sst2", "sst5", "agnews", "dbpedia", "yahoo", "trec", "imdb", "cr", "mpqa", "glue_sst2"}
 SENTIMENT = ["sst2", "sst5", "imdb", "cr", "mpqa", "glue_sst2"]
@@ -338,7 +338,6 @@ def test_all_split():
         load_split("sst2", "training")
 
 
-@needs_shared
 def test_detokenize_option():
     raw, _ = load_split("sst2", "test")
     detok, _ = load_split("sst2", "test", detokenize=True)

@@ -254,6 +254,7 @@ def best_bounded_probe_loss(x, q, weights, B, init):
     return min(float(res.fun), fun(np.r_[init, 0.0])[0])
 
 
+@pytest.mark.slow
 def test_downstream_bound_over_eps_grid():
     rng = np.random.default_rng(7)
     n_ctx, B = 30, 4.0

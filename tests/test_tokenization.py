@@ -13,20 +13,15 @@ import pytest
 import tokenizers
 
 from tflm.tokenization import Tokenizer, gpt2_tokenizer, word_token_ids
-from tflm.tokenization.tokenizer import GPT2_ASSET_DIR
+from conftest import SHARED_BPE, SHIPPED_BPE, SHIPPED_SST2, shared_data, shared_or_shipped
 
 # ByteLevelBPETokenizer(vocab, merges) warns that BPE.__init__ from files is deprecated.
-pytestmark = pytest.mark.filterwarnings("ignore:Deprecated in 0.9.0:DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:Deprecated in 0.9.0:DeprecationWarning"), pytest.mark.shared_data]
 
-SHARED_BPE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "gpt2_bpe")
-BPE_DIR = SHARED_BPE if os.path.isdir(SHARED_BPE) else GPT2_ASSET_DIR
+BPE_DIR = shared_or_shipped(SHARED_BPE, SHIPPED_BPE)
 VOCAB = os.path.join(BPE_DIR, "vocab.json")
 MERGES = os.path.join(BPE_DIR, "merges.txt")
-SST2_TEST = os.path.join(
-    os.environ.get("TFLM_SHARED_DATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")), "sst2", "test.tsv"
-)
-if not os.path.isfile(SST2_TEST):  # the copy shipped with tflm
-    SST2_TEST = os.path.join(os.path.dirname(GPT2_ASSET_DIR), "data", "sst2", "test.tsv")
+SST2_TEST = shared_or_shipped(shared_data("sst2", "test.tsv"), os.path.join(SHIPPED_SST2, "test.tsv"))
 
 SHA256 = {
     "vocab.json": "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
@@ -71,9 +66,10 @@ def sst2_test_texts():
 
 
 def test_shipped_files_are_openai_gpt2():
-    for name, digest in SHA256.items():
-        with open(os.path.join(GPT2_ASSET_DIR, name), "rb") as f:
-            assert hashlib.sha256(f.read()).hexdigest() == digest, name
+    for folder in {SHIPPED_BPE, BPE_DIR}:  # the reference's files too, when they are the shared copy
+        for name, digest in SHA256.items():
+            with open(os.path.join(folder, name), "rb") as f:
+                assert hashlib.sha256(f.read()).hexdigest() == digest, (folder, name)
 
 
 def test_every_sst2_test_sentence(tflm_tok, ref_tok, sst2_test_texts):

@@ -62,3 +62,82 @@ def _read_tf_config():
             '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}'
         ) from None
     return cfg
+
+
+def local_tf_configs(num_workers, host="127.0.0.1"):
+    """TF_CONFIG values (JSON strings) for `num_workers` worker processes on this machine.
+
+    Each worker gets a free port on `host`; worker 0 is the chief. Set
+    worker i's TF_CONFIG environment variable to the i-th string before it
+    imports TensorFlow. (A port is free when this returns; another process
+    could take it before the worker binds it.)
+    """
+    import socket
+
+    if int(num_workers) < 1:
+        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    socks = []
+    try:
+        for _ in range(int(num_workers)):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+        cluster = {"worker": [f"{host}:{s.getsockname()[1]}" for s in socks]}
+    finally:
+        for s in socks:
+            s.close()
+    return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}) for i in range(len(socks))]
+
+
+def run_local_workers(argv, num_workers=2, timeout=None, env=None, host="127.0.0.1"):
+    """Run the command `argv` as `num_workers` local processes of one multi-worker job; wait for all.
+
+    Worker i gets the i-th TF_CONFIG of `local_tf_configs` in its environment
+    (`env`, default os.environ, plus TF_CONFIG). When a worker fails, the
+    others are killed (they would wait for it forever).
+
+    Returns:
+        a list of `subprocess.CompletedProcess` (text stdout and stderr), worker 0 (the chief) first.
+
+    Raises:
+        RuntimeError naming the first worker that failed, with the end of its stderr.
+        TimeoutError when the job runs longer than `timeout` seconds.
+    """
+    import contextlib
+    import subprocess
+    import tempfile
+    import time
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    failed = None
+    with contextlib.ExitStack() as stack:
+        logs = stack.enter_context(tempfile.TemporaryDirectory(prefix="tflm_workers_"))
+        procs, files = [], []
+        try:
+            for i, tf_config in enumerate(local_tf_configs(num_workers, host)):
+                out, err = (stack.enter_context(open(os.path.join(logs, f"{i}.{kind}"), "w+", encoding="utf-8"))
+                            for kind in ("out", "err"))
+                files.append((out, err))
+                worker_env = dict(os.environ if env is None else env, TF_CONFIG=tf_config)
+                procs.append(subprocess.Popen(list(argv), env=worker_env, stdout=out, stderr=err, text=True))
+            while failed is None and any(p.poll() is None for p in procs):
+                failed = next((i for i, p in enumerate(procs) if p.returncode not in (None, 0)), None)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"{num_workers} local workers did not finish within {timeout} s")
+                time.sleep(0.2)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        done = []
+        for (out, err), p in zip(files, procs):
+            out.seek(0)
+            err.seek(0)
+            done.append(subprocess.CompletedProcess(p.args, p.returncode, out.read(), err.read()))
+    if failed is None:
+        failed = next((i for i, r in enumerate(done) if r.returncode != 0), None)
+    if failed is not None:
+        r = done[failed]
+        raise RuntimeError(f"worker {failed} of {num_workers} failed (exit code {r.returncode}):\n{r.stderr[-3000:]}")
+    return done
