@@ -63,7 +63,7 @@ def _card(path):
 
 def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_dir="results",
               features=DEFAULT_FEATURES, max_train=None, contexts=6000, pca_dims=32, finetune=False,
-              finetune_kwargs=None, cache_dir="", log=print):
+              finetune_kwargs=None, cache_dir="", log=print, probe_backend="tf"):
     """Run the main job and write `out_dir/REPORT.md` (+ results.json, PNGs). Returns the result dict."""
     t0 = time.time()
     os.makedirs(out_dir, exist_ok=True)
@@ -80,7 +80,8 @@ def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_d
             f"{'tied' if lm.tied else 'untied'}) ==")
         t = time.time()
         probes = run_probes(lm, tasks, features, data_dir=data_dir, prompt_modes=(False, True),
-                            max_train=max_train, cache_dir=cache_dir, progress=False, log=log)
+                            max_train=max_train, cache_dir=cache_dir, progress=False, log=log,
+                            probe_backend=probe_backend)
         entry = {
             "spec": str(spec), "name": lm.name, "fingerprint": lm.fingerprint(), "architecture": lm.architecture,
             "hidden_dim": lm.hidden_dim, "vocabulary_size": lm.vocabulary_size, "tied": lm.tied,

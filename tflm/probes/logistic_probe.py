@@ -330,6 +330,25 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
         if not hasattr(self, "coef_"):
             raise RuntimeError("LogisticProbe is not fitted; call fit(X, y) first")
 
+    def summary(self):
+        """JSON-friendly facts of the fit (chosen C, CV accuracies, convergence, time)."""
+        self._check_fitted()
+        return {
+            "C": self.C_,
+            "Cs": self.Cs_.tolist(),
+            "cv_accuracy": self.cv_accuracy_,
+            "n_features": int(self.n_features_in_),
+            "n_classes": int(len(self.classes_)),
+            "classes": self.classes_.tolist(),
+            "solver": self.solver,
+            "backend": self.backend,
+            "multi_class": self.mode_,
+            "dual": self.dual_,
+            "n_convergence_warnings": int(self.n_convergence_warnings_),
+            "convergence": self.convergence_,
+            "fit_seconds": round(self.fit_seconds_, 3),
+        }
+
     def decision_function(self, X):
         """(n,) for binary, (n, k) otherwise."""
         self._check_fitted()
@@ -377,75 +396,18 @@ def logistic_probe(X_train, y_train, X_test=None, y_test=None, **probe_kwargs):
         if X_test.shape[1] != X_train.shape[1]:
             raise ValueError(f"test features have {X_test.shape[1]} columns, train {X_train.shape[1]}")
     probe = LogisticProbe(**probe_kwargs).fit(X_train, y_train)
-    train_acc = float(np.mean(probe.predict(X_train) == y_train))
     result = {
-        "train_accuracy": train_acc,
+        "train_accuracy": probe.score(X_train, y_train),
         "test_accuracy": None,
-        "C": probe.C_,
-        "Cs": probe.Cs_.tolist(),
-        "cv_accuracy": probe.cv_accuracy_,
         "n_train": int(X_train.shape[0]),
         "n_test": 0,
-        "n_features": int(X_train.shape[1]),
-        "n_classes": int(len(probe.classes_)),
-        "classes": probe.classes_.tolist(),
-        "solver": probe.solver,
-        "backend": probe.backend,
-        "multi_class": probe.mode_,
-        "dual": probe.dual_,
+        **probe.summary(),
         "coef": probe.coef_,
         "intercept": probe.intercept_,
         "test_predictions": None,
-        "n_convergence_warnings": probe.n_convergence_warnings_,
-        "convergence": probe.convergence_,
-        "fit_seconds": round(probe.fit_seconds_, 3),
     }
     if X_test is not None:
         pred = probe.predict(X_test)
         result.update(test_accuracy=float(np.mean(pred == y_test)), n_test=int(X_test.shape[0]),
                       test_predictions=pred)
     return result
-
-
-def random_split_probe(X, y, splits, **probe_kwargs):
-    """The cr / mpqa protocol: `logistic_probe` on given train/test splits of all data; the mean.
-
-    Args:
-        X, y: all examples.
-        splits: iterable of (train_index, test_index) pairs, e.g. from
-            ``tflm.tasks.random_splits`` with the task's n_splits /
-            test_fraction / split_seed (the job draws them).
-        **probe_kwargs: `LogisticProbe` settings.
-
-    Returns:
-        dict with mean_test_accuracy, std_test_accuracy (population std,
-        ddof=0), test_accuracies (per split), mean_train_accuracy,
-        std_train_accuracy, train_accuracies, C (per split), n_splits,
-        n_examples, n_convergence_warnings (total) and splits (each split's
-        full `logistic_probe` result plus its train_index / test_index).
-    """
-    X, y = _check_xy(X, y, "all-data")
-    results = []
-    for train_index, test_index in splits:
-        train_index, test_index = np.asarray(train_index), np.asarray(test_index)
-        res = logistic_probe(X[train_index], y[train_index], X[test_index], y[test_index], **probe_kwargs)
-        res["train_index"] = train_index
-        res["test_index"] = test_index
-        results.append(res)
-    if not results:
-        raise ValueError("random_split_probe needs at least one (train_index, test_index) split")
-    test_acc = np.array([s["test_accuracy"] for s in results])
-    train_acc = np.array([s["train_accuracy"] for s in results])
-    return {
-        "mean_test_accuracy": float(test_acc.mean()),
-        "std_test_accuracy": float(test_acc.std()),
-        "test_accuracies": test_acc.tolist(),
-        "mean_train_accuracy": float(train_acc.mean()),
-        "std_train_accuracy": float(train_acc.std()),
-        "train_accuracies": train_acc.tolist(),
-        "C": [s["C"] for s in results],
-        "n_splits": len(results),
-        "n_examples": int(X.shape[0]),
-        "n_convergence_warnings": int(sum(s["n_convergence_warnings"] for s in results)),
-        "splits": results,
-    }

@@ -224,7 +224,8 @@ def _solve(problems, Y, M, C, W, A, tol, max_iter, g0_norm, renew_all):
         active, gn = active[~done], gn[~done]
         if not len(active) or it == max_iter:
             break
-        renew = active[(gn > RENEW_RATE * prev[active]) & ~fresh[active]]
+        unknown = np.array([A[i] is None for i in active], bool)
+        renew = active[((gn > RENEW_RATE * prev[active]) & ~fresh[active]) | unknown]
         prev[active] = gn
         for idx in _chunks(renew, problems.chunk):
             Ai = problems.curvature(M[idx], W[idx])
