@@ -22,7 +22,8 @@ from tflm.features import FeatureExtractor  # noqa: E402
 from tflm.features.inputs import encode_texts  # noqa: E402
 from tflm.finetune import Classifier, LMSnapshot, finetune, finetune_splits, read_events  # noqa: E402
 from tflm.finetune.callbacks import PatienceStop  # noqa: E402
-from tflm.finetune.export import export_classifier, export_sklearn_probe, probe_mode  # noqa: E402
+from tflm.finetune.export import export_classifier  # noqa: E402
+from tflm.probes.export import export_sklearn_probe, probe_mode  # noqa: E402
 from tflm.finetune.grid import parse_grid  # noqa: E402
 from tflm.models import load_lm  # noqa: E402
 from tflm.tasks import PACKAGED_DATA_DIR, load_split, task_from_folder  # noqa: E402
