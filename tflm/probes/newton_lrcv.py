@@ -27,12 +27,15 @@ default tol (1e-7), so it is the closer one to the exact optimum. Problems
 that stop at `max_iter` (or where the line search can no longer decrease the
 objective in float64 before reaching tol) are counted, not hidden.
 
-Numerics: gradients, objectives and the Cholesky solve are float64. The
-Hessian ``C X^T diag(s) X`` (the cost: n d^2 per problem and step) is
-accumulated in `hessian_dtype` (float32 by default) after scaling every
-column to unit root-mean-square; Newton is affine invariant, so the scaling
-changes nothing but the rounding. An inexact Hessian only slows the
-(line-searched, float64-gradient) iteration, never moves its fixed point.
+Numerics: gradients, objectives, line search and the Cholesky solve are
+float64. The data curvature ``X^T diag(s) X`` (the cost: n d^2 per problem)
+is accumulated in `hessian_dtype` (float32 by default) after scaling every
+column to unit root-mean-square (Newton is affine invariant, so the scaling
+changes nothing but the rounding), and it is reused across steps and across
+Cs until a step shrinks the gradient norm by less than `RENEW_RATE`; only
+``C * curvature + penalty`` is refactored per C. An inexact or stale
+curvature only slows the (line-searched, float64-gradient) iteration, it
+never moves its fixed point.
 """
 
 import numpy as np
@@ -44,10 +47,6 @@ LINE_SEARCH = 2.0 ** -np.arange(16)  # step sizes tried at once: 1, 1/2, ..., 2^
 ARMIJO = 1e-4
 HESSIAN_BYTES = 256 * 2 ** 20  # problems per Hessian batch: (problems, n, d) stays under this
 RENEW_RATE = 0.5  # recompute the curvature when a step shrinks ||grad|| by less than this factor
-
-
-def _softplus(z):
-    return tf.nn.softplus(z)
 
 
 class _Problems:
@@ -95,7 +94,7 @@ class _Problems:
     def _loss_rows(self, Y, Z):
         if self.multinomial:  # (B, n)
             return tf.reduce_logsumexp(Z, axis=-1) - tf.reduce_sum(Y * Z, axis=-1)
-        return _softplus(-Y * Z)
+        return tf.nn.softplus(-Y * Z)
 
     def _objective(self, Y, M, C, W, Z):
         reg = self._reg_full()
@@ -135,12 +134,28 @@ class _Problems:
         return tf.cast(tf.matmul(Xs, Xs, transpose_a=True), tf.float64)
 
     def _factor(self, A, C):
-        """Cholesky factor of C * A + diag(penalty)."""
+        """Cholesky factor of C * A + diag(penalty), always finite.
+
+        The multinomial objective is flat along "the same shift of every
+        intercept" when the intercept is not penalised, and a curvature
+        rounded in float32 can be slightly indefinite there. A ridge of the
+        curvature's rounding size keeps the factorisation defined (a
+        quasi-Newton step: the fixed point does not move); where that still
+        fails a larger ridge is used, and at last the diagonal (a scaled
+        gradient step).
+        """
         H = C[:, None, None] * A + tf.linalg.diag(tf.broadcast_to(self._reg_full(), tf.shape(A)[:2]))
-        # The multinomial objective is flat along "the same shift of every intercept" when the
-        # intercept is not penalised; a tiny ridge keeps the factorisation defined.
-        ridge = 1e-12 * tf.reduce_max(tf.abs(H), axis=[1, 2])
-        return tf.linalg.cholesky(H + tf.linalg.diag(tf.ones_like(H[:, :, 0])) * ridge[:, None, None])
+        d = tf.linalg.diag_part(H)
+        scale = tf.reduce_max(d, axis=1)[:, None, None]
+        eye = tf.eye(tf.shape(H)[1], batch_shape=tf.shape(H)[:1], dtype=tf.float64)
+        ridge = 1e-12 if self.hdt == tf.float64 else 1e-6
+
+        def finite(L):
+            return tf.reduce_all(tf.math.is_finite(L), axis=[1, 2])[:, None, None]
+
+        L = tf.linalg.cholesky(H + ridge * scale * eye)
+        L = tf.where(finite(L), L, tf.linalg.cholesky(H + 1e-3 * scale * eye))
+        return tf.where(finite(L), L, tf.linalg.diag(tf.sqrt(tf.maximum(d, 1e-300))))
 
     def _step(self, Y, M, C, W, L):
         """Direction -H^-1 g from the factor L, then the largest Armijo step among LINE_SEARCH."""
