@@ -12,8 +12,8 @@ from tflm.features.task_words import task_word_ids
 from tflm.jobs.data import load_texts, resolve_task, subsample
 from tflm.models import load_lm
 from tflm.probes import evaluate_probe, probe_for, random_split_probe
-from tflm.tasks import random_splits
 from tflm.report import fmt, markdown_table, text_table, write_atomic, write_json
+from tflm.tasks import random_splits
 
 PROBE_FEATURES = FEATURES + ("zeroshot",)
 TABLE_ORDER = ("f", "phi_p", "p", "proj", "subset", "class", "posneg", "zeroshot")
