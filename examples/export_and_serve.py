@@ -31,7 +31,7 @@ def export(out, model=DEFAULT_MODEL, task="sst2", max_train=None, data_dir=None,
     """Fit the paper's probe on f (with the task's prompt) and export it; returns (lm, probe)."""
     import tflm
     from tflm.features import SentenceFeatures
-    from tflm.finetune import export_sklearn_probe
+    from tflm.probes.export import export_sklearn_probe
     from tflm.tasks.splits import subsample
     from tflm.probes import LogisticProbe
     from tflm.tasks import get_task, load_split

@@ -23,7 +23,8 @@ from tflm import cli  # noqa: E402
 from tflm.features import FeatureExtractor  # noqa: E402
 from tflm.finetune import Classifier, LMSnapshot, finetune, finetune_splits, read_events  # noqa: E402
 from tflm.finetune.callbacks import BestCheckpoint, EpochLog, PatienceStop, read_history  # noqa: E402
-from tflm.finetune.export import export_classifier, export_sklearn_probe, probe_mode  # noqa: E402
+from tflm.finetune.export import export_classifier  # noqa: E402
+from tflm.probes.export import export_sklearn_probe, probe_mode  # noqa: E402
 from tflm.finetune.config import FinetuneConfig  # noqa: E402
 from tflm.finetune.grid import model_identity  # noqa: E402
 from tflm.models import load_lm  # noqa: E402

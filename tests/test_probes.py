@@ -27,7 +27,7 @@ from tflm.probes import (
     zero_shot_probe,
     zero_shot_scores,
 )
-from tflm.tasks import random_splits
+from tflm.tasks import get_task, random_splits
 
 
 def _blobs(n, k, d=6, std=3.0, seed=0):
@@ -71,7 +71,7 @@ def test_protocol_parameters_small_and_large_train():
 
 def test_fitted_estimators_use_protocol_parameters():
     X, y = _blobs(120, 2, d=200)  # n < d: dual
-    probe = LogisticProbe().fit(X, y)
+    probe = LogisticProbe(backend="sklearn").fit(X, y)
     (est,) = probe.estimators_
     assert est.dual is True and est.solver == "liblinear" and est.max_iter == 200
     np.testing.assert_allclose(est.Cs_, np.logspace(-6, 3, 10))
@@ -93,7 +93,7 @@ def test_binary_separable():
 
 def test_one_vs_rest_four_classes():
     X, y = _blobs(300, 4)
-    probe = LogisticProbe().fit(X, y)
+    probe = LogisticProbe(backend="sklearn").fit(X, y)
     assert probe.mode_ == "ovr" and len(probe.estimators_) == 4
     assert isinstance(probe.C_, list) and len(probe.C_) == 4
     assert probe.C_ == [float(e.C_) for e in probe.estimators_]
@@ -124,49 +124,54 @@ def test_one_vs_rest_four_classes():
 
 def test_sst5_exception_uses_sag_multinomial():
     X, y = _blobs(250, 5, std=2.0)
-    probe = LogisticProbe.for_task("sst5", "Phi p_f")
+    sst5 = get_task("sst5")
+    probe = LogisticProbe(**sst5.probe_solver("Phi p_f"))  # the job maps task -> solver settings
     assert probe.solver == "sag" and probe.multi_class == "multinomial"
-    assert LogisticProbe.for_task("sst5", "f").solver == "liblinear"
-    r = logistic_probe(X[:200], y[:200], X[200:], y[200:], task="sst5", feature="phi_p")
+    assert LogisticProbe(**sst5.probe_solver("f")).solver == "liblinear"
+    r = logistic_probe(X[:200], y[:200], X[200:], y[200:], backend="sklearn", **sst5.probe_solver("phi_p"))
     assert r["solver"] == "sag" and r["multi_class"] == "multinomial" and r["dual"] is False
     assert isinstance(r["C"], float) and r["coef"].shape == (5, 6)
-    r_f = logistic_probe(X[:200], y[:200], X[200:], y[200:], task="sst5", feature="f")
+    r_f = logistic_probe(X[:200], y[:200], X[200:], y[200:], **sst5.probe_solver("f"))
     assert r_f["solver"] == "liblinear" and r_f["multi_class"] == "ovr" and len(r_f["C"]) == 5
-    with pytest.raises(ValueError, match="feature"):
-        logistic_probe(X, y, task="sst5")
 
 
 def test_multinomial_export_matches_sklearn():
     X, y = _blobs(200, 3)
-    probe = LogisticProbe(solver="sag", multi_class="multinomial").fit(X, y)
+    probe = LogisticProbe(solver="sag", multi_class="multinomial", backend="sklearn").fit(X, y)
     np.testing.assert_array_equal(probe.predict(X), probe.estimators_[0].predict(X))
     np.testing.assert_array_equal(np.argmax(X @ probe.coef_.T + probe.intercept_, 1), probe.predict(X))
 
 
 def test_random_split_protocol_is_reproducible():
     X, y = _blobs(200, 2, std=4.0, seed=1)
-    a = random_split_probe(X, y, seed=3)
-    b = random_split_probe(X, y, seed=3)
+
+    def splits(seed):
+        return [(s.train_index, s.test_index) for s in random_splits(X, y, n_splits=10, test_fraction=0.1, seed=seed)]
+
+    Cs = [0.01, 1.0]  # a short grid keeps the 30 fits fast
+    a = random_split_probe(X, y, splits(3), Cs=Cs)
+    b = random_split_probe(X, y, splits(3), Cs=Cs)
     assert a["n_splits"] == 10 and len(a["test_accuracies"]) == 10
     assert a["test_accuracies"] == b["test_accuracies"]
     assert a["mean_test_accuracy"] == pytest.approx(np.mean(a["test_accuracies"]))
     assert a["std_test_accuracy"] == pytest.approx(np.std(a["test_accuracies"]))
-    expected = list(random_splits(X, y, n_splits=10, test_fraction=0.1, seed=3))
-    for s, e in zip(a["splits"], expected):
-        np.testing.assert_array_equal(s["test_index"], e.test_index)
+    for i, (s, (tr, te)) in enumerate(zip(a["splits"], splits(3))):
+        np.testing.assert_array_equal(s["test_index"], te)
         assert s["n_train"] == 180 and s["n_test"] == 20
-    c = random_split_probe(X, y, seed=4)
+        if i < 2:
+            probe = LogisticProbe(Cs=Cs).fit(X[tr], y[tr])
+            assert s["test_accuracy"] == probe.score(X[te], y[te]) and s["C"] == probe.C_
+    c = random_split_probe(X, y, splits(4), Cs=Cs)
     assert not np.array_equal(c["splits"][0]["test_index"], a["splits"][0]["test_index"])
-    # A task supplies the protocol's defaults (cr: 10 splits of 90/10, seed 0).
-    t = random_split_probe(X, y, task="cr", feature="f")
-    assert t["n_splits"] == 10 and t["test_fraction"] == 0.1 and t["seed"] == 0
+    with pytest.raises(ValueError, match="at least one"):
+        random_split_probe(X, y, [])
 
 
 def test_convergence_warnings_are_counted_not_shown():
     X, y = _blobs(200, 3, std=6.0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        r = logistic_probe(X, y, max_iter=1)
+        r = logistic_probe(X, y, max_iter=1, backend="sklearn")
     assert r["n_convergence_warnings"] > 0
     assert not [w for w in caught if issubclass(w.category, ConvergenceWarning)]
 

@@ -123,7 +123,7 @@ def cmd_probe(args):
     run_probes(
         args.model, args.task, args.features, out_dir=args.out, data_dir=args.data, prompt_modes=modes,
         word_mode=args.word_mode, max_train=args.max_train, seed=args.seed, cache_dir=args.cache_dir,
-        detokenize=args.detokenize, strip_prompt_space=args.strip_prompt_space,
+        detokenize=args.detokenize, strip_prompt_space=args.strip_prompt_space, probe_backend=args.probe_backend,
     )
     if args.out:
         print(f"wrote {os.path.join(args.out, 'results.json')} and results.md")
@@ -163,7 +163,12 @@ def cmd_reproduce(args):
     reproduce(model=args.model, quad_model=args.quad_model, tasks=args.tasks, data_dir=args.data,
               out_dir=args.out, features=args.features, max_train=args.max_train, finetune=args.finetune,
               finetune_kwargs=ft, cache_dir=args.cache_dir, strip_prompt_space=args.strip_prompt_space,
-              real_lm=not args.no_real_lm, **real_lm_sizes)
+              real_lm=not args.no_real_lm, probe_backend=args.probe_backend, **real_lm_sizes)
+
+
+def _add_probe_backend(s):
+    s.add_argument("--probe-backend", choices=["tf", "sklearn"], default="tf",
+                   help="logistic probes: tf = batched Newton (fast), sklearn = liblinear, the exact reference")
 
 
 def _add_prompt_space_options(s):
@@ -224,6 +229,7 @@ def build_parser():
     s.add_argument("--max-train", type=int, help="subsample the training set (seeded) to this size")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="directory for results.json and results.md")
+    _add_probe_backend(s)
     s.set_defaults(func=cmd_probe)
 
     s = sub.add_parser("reproduce", help="the main job: the paper's tables, Quad vs xent, log-partition check, REPORT.md")
@@ -255,6 +261,7 @@ def build_parser():
     s.add_argument("--seed", type=int, default=0, help="seed of the subsamples")
     _add_prompt_space_options(s)
     s.add_argument("--out", default="results")
+    _add_probe_backend(s)
     s.set_defaults(func=cmd_reproduce)
 
     s = sub.add_parser("analyze", help="check the paper's assumptions (log-partition, phi_p ~ A f + b, accuracy vs loss)")

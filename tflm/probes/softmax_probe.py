@@ -55,6 +55,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from sklearn.base import BaseEstimator, ClassifierMixin
+
 from tflm.models.output_embeddings import next_word_distribution
 from tflm.probes.logistic_probe import _check_xy
 
@@ -181,8 +183,10 @@ def _check_fy(f, y, what):
     return f, None
 
 
-class SoftmaxProbe:
+class SoftmaxProbe(ClassifierMixin, BaseEstimator):
     """Streaming softmax regression on features derived from f, with L2 chosen by K-fold CV.
+
+    A scikit-learn estimator (``clone``, ``get_params`` work).
 
     Args:
         phi: (V, d) output embedding; the features are p_f = softmax(f Phi^T).
@@ -213,36 +217,47 @@ class SoftmaxProbe:
     def __init__(self, phi=None, feature_layer=None, feature_fn=None, l2=None, l2_grid=DEFAULT_L2_GRID,
                  n_folds=3, epochs=20, batch_size=256, learning_rate=0.05, seed=0, jit_compile="auto",
                  verbose=0):
-        given = [x is not None for x in (phi, feature_layer, feature_fn)]
-        if sum(given) > 1:
-            raise ValueError("pass at most one of phi, feature_layer, feature_fn")
-        if feature_fn is not None and not callable(feature_fn):
-            raise TypeError("feature_fn must be callable")
-        if phi is not None:
-            feature_layer = NextWordDistribution.from_phi(phi, name="next_word_distribution")
-        if l2 is None:
-            grid = sorted({float(v) for v in l2_grid}, reverse=True)  # strongest first
-            if not grid or min(grid) < 0:
-                raise ValueError(f"l2_grid must hold values >= 0, got {l2_grid!r}")
-            if int(n_folds) < 2:
-                raise ValueError(f"n_folds must be >= 2 to choose l2, got {n_folds}")
-        else:
-            if float(l2) < 0:
-                raise ValueError(f"l2 must be >= 0, got {l2}")
-            grid = [float(l2)]
-        if int(epochs) < 1 or int(batch_size) < 1:
-            raise ValueError("epochs and batch_size must be >= 1")
+        self.phi = phi
         self.feature_layer = feature_layer
         self.feature_fn = feature_fn
         self.l2 = l2
-        self.l2_grid = grid
-        self.n_folds = int(n_folds)
-        self.epochs = int(epochs)
-        self.batch_size = int(batch_size)
-        self.learning_rate = float(learning_rate)
-        self.seed = int(seed)
+        self.l2_grid = l2_grid
+        self.n_folds = n_folds
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.seed = seed
         self.jit_compile = jit_compile
         self.verbose = verbose
+        self._check_params()
+
+    def _check_params(self):
+        """Validate the settings; sets the derived grid_ and in-graph feature layer."""
+        given = [x is not None for x in (self.phi, self.feature_layer, self.feature_fn)]
+        if sum(given) > 1:
+            raise ValueError("pass at most one of phi, feature_layer, feature_fn")
+        if self.feature_fn is not None and not callable(self.feature_fn):
+            raise TypeError("feature_fn must be callable")
+        if self.l2 is None:
+            grid = sorted({float(v) for v in self.l2_grid}, reverse=True)  # strongest first
+            if not grid or min(grid) < 0:
+                raise ValueError(f"l2_grid must hold values >= 0, got {self.l2_grid!r}")
+            if int(self.n_folds) < 2:
+                raise ValueError(f"n_folds must be >= 2 to choose l2, got {self.n_folds}")
+        else:
+            if float(self.l2) < 0:
+                raise ValueError(f"l2 must be >= 0, got {self.l2}")
+            grid = [float(self.l2)]
+        if int(self.epochs) < 1 or int(self.batch_size) < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        self.grid_ = grid
+        if self.phi is not None:
+            if getattr(self, "_phi_layer_of", None) is not self.phi:
+                self._phi_layer = NextWordDistribution.from_phi(self.phi, name="next_word_distribution")
+                self._phi_layer_of = self.phi
+            self.feature_layer_ = self._phi_layer
+        else:
+            self.feature_layer_ = self.feature_layer
 
     @classmethod
     def from_sentence_features(cls, sentence_features, name="p", **kwargs):
@@ -257,13 +272,13 @@ class SoftmaxProbe:
     def _feature_dim(self, f):
         if self.feature_fn is not None:
             return int(np.asarray(self.feature_fn(f[:1])).shape[-1])
-        if self.feature_layer is not None:
-            return int(self.feature_layer.compute_output_shape((1, f.shape[1]))[-1])
+        if self.feature_layer_ is not None:
+            return int(self.feature_layer_.compute_output_shape((1, f.shape[1]))[-1])
         return int(f.shape[1])
 
     def _dataset(self, f, targets=None, shuffle=False):
         """Batches of (x, targets); x is f, or feature_fn(f rows) for the numpy path."""
-        n, bs = len(f), self.batch_size
+        n, bs = len(f), int(self.batch_size)
         if self.feature_fn is None:
             data = (f,) if targets is None else (f, targets)
             ds = tf.data.Dataset.from_tensor_slices(data)
@@ -289,6 +304,7 @@ class SoftmaxProbe:
     def fit(self, f, y):
         from sklearn.model_selection import StratifiedKFold
 
+        self._check_params()
         f, y = _check_fy(f, y, "training")
         f = np.ascontiguousarray(f, dtype=np.float32)
         classes, y_idx = np.unique(y, return_inverse=True)
@@ -296,15 +312,16 @@ class SoftmaxProbe:
         if k < 2:
             raise ValueError(f"training labels hold a single class ({classes.tolist()}); need >= 2")
         cv = self.l2 is None
-        grid = self.l2_grid
+        grid = self.grid_
+        n_folds, epochs, batch_size = int(self.n_folds), int(self.epochs), int(self.batch_size)
         fold = np.full(n, -1, dtype=np.int32)
         if cv:
-            if np.bincount(y_idx).min() < self.n_folds:
-                raise ValueError(f"every class needs at least n_folds={self.n_folds} training rows")
-            skf = StratifiedKFold(self.n_folds, shuffle=True, random_state=self.seed)
+            if np.bincount(y_idx).min() < n_folds:
+                raise ValueError(f"every class needs at least n_folds={n_folds} training rows")
+            skf = StratifiedKFold(n_folds, shuffle=True, random_state=self.seed)
             for j, (_, held) in enumerate(skf.split(np.zeros(n), y_idx)):
                 fold[held] = j
-            fold_ids = list(range(self.n_folds)) + [_NO_FOLD]
+            fold_ids = list(range(n_folds)) + [_NO_FOLD]
         else:
             fold_ids = [_NO_FOLD]
         # head h = (fold_ids[h // G], grid[h % G]): trained on the rows outside fold
@@ -313,21 +330,21 @@ class SoftmaxProbe:
         head_l2 = np.tile(grid, len(fold_ids))
         dim = self._feature_dim(f)
         heads = _MultiHeadDense(len(head_fold), k, head_l2, name="heads")
-        trainer = _CVTrainer(self.feature_layer if self.feature_fn is None else None, heads, head_fold,
+        trainer = _CVTrainer(self.feature_layer_ if self.feature_fn is None else None, heads, head_fold,
                              name="softmax_probe_cv")
-        steps = self.epochs * -(-n // self.batch_size)
-        schedule = keras.optimizers.schedules.CosineDecay(self.learning_rate, decay_steps=steps, alpha=0.0)
+        steps = epochs * -(-n // batch_size)
+        schedule = keras.optimizers.schedules.CosineDecay(float(self.learning_rate), decay_steps=steps, alpha=0.0)
         trainer.compile(optimizer=keras.optimizers.Adam(schedule), jit_compile=self.jit_compile)
         targets = np.stack([y_idx, fold], axis=1).astype(np.int32)
         t0 = time.time()
-        history = trainer.fit(self._dataset(f, targets, shuffle=True), epochs=self.epochs, shuffle=False,
+        history = trainer.fit(self._dataset(f, targets, shuffle=True), epochs=epochs, shuffle=False,
                               verbose=self.verbose)
         logits = trainer.predict(self._dataset(f), verbose=0)  # (n, H, k)
         pred = np.argmax(logits, axis=-1)  # (n, H)
         G = len(grid)
         if cv:
-            acc = np.zeros((self.n_folds, G))
-            for j in range(self.n_folds):
+            acc = np.zeros((n_folds, G))
+            for j in range(n_folds):
                 rows = fold == j
                 acc[j] = np.mean(pred[rows][:, j * G:(j + 1) * G] == y_idx[rows, None], axis=0)
             cv_acc = acc.mean(axis=0)
@@ -340,6 +357,7 @@ class SoftmaxProbe:
         bias = keras.ops.convert_to_numpy(heads.bias)[h * k:(h + 1) * k]
         self.l2_ = float(grid[best])
         self.classes_ = classes
+        self.n_train_ = n
         self.n_features_ = dim
         self.coef_ = np.ascontiguousarray(kernel.T)
         self.intercept_ = np.asarray(bias)
@@ -355,13 +373,33 @@ class SoftmaxProbe:
         in_dim = self.n_features_ if self.feature_fn is not None else d
         inp = keras.Input((in_dim,), name="f" if self.feature_fn is None else "features")
         x = inp
-        if self.feature_fn is None and self.feature_layer is not None:
-            x = self.feature_layer(x)
+        if self.feature_fn is None and self.feature_layer_ is not None:
+            x = self.feature_layer_(x)
         dense = keras.layers.Dense(len(self.classes_), kernel_regularizer=keras.regularizers.L2(self.l2_),
                                    name="softmax_regression")
         out = dense(x)
         dense.set_weights([kernel, bias])
         return keras.Model(inp, out, name="softmax_probe")
+
+    def summary(self):
+        """JSON-friendly facts of the fit (chosen l2 and its C, CV accuracies, schedule, time)."""
+        if not hasattr(self, "model"):
+            raise RuntimeError("SoftmaxProbe is not fitted; call fit(f, y) first")
+        k = len(self.classes_)
+        return {
+            "l2": self.l2_,
+            "l2_grid": list(self.grid_),
+            "cv_accuracy": self.cv_accuracy_,
+            "sklearn_C": sklearn_C(self.l2_, self.n_train_, k) if self.l2_ > 0 else None,
+            "n_features": self.n_features_,
+            "n_classes": k,
+            "classes": self.classes_.tolist(),
+            "n_folds": int(self.n_folds) if self.l2 is None else None,
+            "epochs": int(self.epochs),
+            "batch_size": int(self.batch_size),
+            "learning_rate": float(self.learning_rate),
+            "fit_seconds": round(self.fit_seconds_, 3),
+        }
 
     # --- predict -----------------------------------------------------------------
     def decision_function(self, f):
@@ -403,27 +441,15 @@ def softmax_probe(f_train, y_train, f_test=None, y_test=None, **probe_kwargs):
         if f_test.shape[1] != f_train.shape[1]:
             raise ValueError(f"test f has {f_test.shape[1]} columns, train {f_train.shape[1]}")
     probe = SoftmaxProbe(**probe_kwargs).fit(f_train, y_train)
-    k = len(probe.classes_)
     result = {
         "train_accuracy": probe.train_accuracy_,
         "test_accuracy": None,
-        "l2": probe.l2_,
-        "l2_grid": list(probe.l2_grid),
-        "cv_accuracy": probe.cv_accuracy_,
-        "sklearn_C": sklearn_C(probe.l2_, len(y_train), k) if probe.l2_ > 0 else None,
         "n_train": int(len(y_train)),
         "n_test": 0,
-        "n_features": probe.n_features_,
-        "n_classes": k,
-        "classes": probe.classes_.tolist(),
-        "n_folds": probe.n_folds if probe.l2 is None else None,
-        "epochs": probe.epochs,
-        "batch_size": probe.batch_size,
-        "learning_rate": probe.learning_rate,
+        **probe.summary(),
         "coef": probe.coef_,
         "intercept": probe.intercept_,
         "test_predictions": None,
-        "fit_seconds": round(probe.fit_seconds_, 3),
     }
     if f_test is not None:
         pred = probe.predict(f_test)
