@@ -8,11 +8,15 @@ from tflm.models.keras_hub_preset import (
     load_builtin_preset,
     load_preset_dir,
 )
+from tflm.models.language_model import check_dtype
 from tflm.models.tiny import TINY_SPECS, load_tiny
 
 
-def load_lm(spec):
-    """Load a causal LM as a `tflm.models.LanguageModel`.
+def load_lm(spec, dtype="float32"):
+    """Load a causal LM as a `tflm.models.LanguageModel` computing in `dtype`.
+
+    `dtype` ("float32", "bfloat16", "float16") is applied as a Keras dtype
+    policy after loading (`LanguageModel.with_dtype`).
 
     `spec` is one of: a keras-hub GPT-2 preset name (`gpt2_base_en`, ...,
     needs a network); a local keras-hub preset directory (including models
@@ -21,7 +25,11 @@ def load_lm(spec):
     a llama.cpp `.gguf` file (Llama family); or `tiny-gpt2`,
     `tiny-gpt2-untied`, `tiny-llama` (random, for tests).
     """
-    spec = str(spec)
+    check_dtype(dtype)
+    return _load_float32(str(spec)).with_dtype(dtype)
+
+
+def _load_float32(spec):
     if spec in TINY_SPECS:
         return load_tiny(spec)
     if spec in GPT2_PRESETS:
