@@ -18,6 +18,33 @@ def _csv(kind):
     return parse
 
 
+def _add_dtype(s, training=False):
+    from tflm.models.language_model import DEFAULT_DTYPE, DTYPES
+
+    default = "float32" if training else DEFAULT_DTYPE
+    s.add_argument("--dtype", default=default, choices=DTYPES,
+                   help=f"compute dtype of the LM (default {default}; "
+                   + ("mixed precision: float32 weights)" if training else "f is stored as float32)"))
+
+
+def _add_extraction_strategy(s):
+    s.add_argument("--strategy", default="one", choices=["one", "mirrored"],
+                   help="tf.distribute strategy for extraction (default one; mirrored splits every batch over the "
+                   "local GPUs or logical CPUs; across machines use --num-shards)")
+
+
+def _add_shard_options(s):
+    _add_extraction_strategy(s)
+    s.add_argument("--num-shards", type=int, default=1, help="split the extraction into K shards (default 1)")
+    s.add_argument("--shard-index", type=int, default=0, help="the shard this process computes, 0..K-1")
+
+
+def _strategy(name):
+    from tflm.distribute import get_strategy
+
+    return get_strategy(name)
+
+
 def cmd_info(args):
     from tflm.models import load_lm
 
@@ -81,6 +108,7 @@ def cmd_finetune(args):
         seed=args.seed, early_stop=args.early_stop, max_train=args.max_train, max_eval=args.max_eval,
         splits=args.splits, dropout=args.dropout, max_length=args.max_length,
         strip_prompt_space=args.strip_prompt_space, export_dir=args.export, export_raw_text=args.export_raw_text,
+        dtype=args.dtype,
     )
     sel = report["selected"]
     print(f"selected {sel['run']} (epoch {sel['best_epoch']}): dev accuracy {sel['dev_accuracy']:.4f}, "
@@ -94,8 +122,13 @@ def cmd_features(args):
     meta = write_features(
         args.model, args.task, args.split, args.features, args.out, data_dir=args.data,
         prompt=args.prompt, word_mode=args.word_mode, detokenize=args.detokenize,
-        strip_prompt_space=args.strip_prompt_space, cache_dir=args.cache_dir,
+        strip_prompt_space=args.strip_prompt_space, cache_dir=args.cache_dir, dtype=args.dtype,
+        strategy=_strategy(args.strategy), num_shards=args.num_shards, shard_index=args.shard_index,
     )
+    if meta.get("missing_rows"):
+        print(f"shard {args.shard_index}/{args.num_shards}: cached its chunks; {meta['missing_rows']} of "
+              f"{meta['n']} rows are other shards'. Rerun without --num-shards on the merged cache to write {args.out}")
+        return
     shapes = ", ".join(f"{k} {tuple(v)}" for k, v in meta["features"].items())
     print(f"wrote {args.out}: {meta['n']} rows; {shapes}")
 
@@ -107,7 +140,8 @@ def cmd_probe(args):
     run_probes(
         args.model, args.task, args.features, out_dir=args.out, data_dir=args.data, prompt_modes=modes,
         word_mode=args.word_mode, max_train=args.max_train, seed=args.seed, cache_dir=args.cache_dir,
-        detokenize=args.detokenize, strip_prompt_space=args.strip_prompt_space,
+        detokenize=args.detokenize, strip_prompt_space=args.strip_prompt_space, dtype=args.dtype,
+        strategy=_strategy(args.strategy),
     )
     if args.out:
         print(f"wrote {os.path.join(args.out, 'results.json')} and results.md")
@@ -117,7 +151,8 @@ def cmd_analyze(args):
     from tflm.jobs.analyze_job import analyze
 
     analyze(args.model, args.task, args.out, data_dir=args.data, checkpoints=args.checkpoints,
-            n_contexts=args.contexts, pca_dims=args.pca_dims, max_train=args.max_train, seed=args.seed)
+            n_contexts=args.contexts, pca_dims=args.pca_dims, max_train=args.max_train, seed=args.seed,
+            dtype=args.dtype)
     print(f"wrote {os.path.join(args.out, 'analysis.md')}")
 
 
@@ -133,7 +168,7 @@ def cmd_reproduce(args):
             ft["batch_sizes"] = args.ft_batch_sizes
     reproduce(model=args.model, quad_model=args.quad_model, tasks=args.tasks, data_dir=args.data,
               out_dir=args.out, features=args.features, max_train=args.max_train, finetune=args.finetune,
-              finetune_kwargs=ft, cache_dir=args.cache_dir)
+              finetune_kwargs=ft, cache_dir=args.cache_dir, dtype=args.dtype)
 
 
 def _add_feature_options(s):
@@ -145,6 +180,7 @@ def _add_feature_options(s):
     s.add_argument("--strip-prompt-space", action="store_true",
                    help="drop the prompt's trailing space (the reference keeps it: f then sits on token ' ')")
     s.add_argument("--cache-dir", help="feature cache (default $TFLM_CACHE or ~/.cache/tflm/features)")
+    _add_dtype(s)
 
 
 def build_parser():
@@ -172,6 +208,7 @@ def build_parser():
     s.add_argument("--features", type=_csv(str), default=["f", "phi_p"],
                    help="comma-separated: f,phi_p,p,subset,class,posneg,proj")
     s.add_argument("--out", required=True, help="output .npz")
+    _add_shard_options(s)
     s.set_defaults(func=cmd_features)
 
     s = sub.add_parser("probe", help="linear probes on LM features (the paper's Tables 1 and 2)")
@@ -185,6 +222,7 @@ def build_parser():
     s.add_argument("--max-train", type=int, help="subsample the training set (seeded) to this size")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="directory for results.json and results.md")
+    _add_extraction_strategy(s)
     s.set_defaults(func=cmd_probe)
 
     s = sub.add_parser("reproduce", help="the main job: the paper's tables, Quad vs xent, log-partition check, REPORT.md")
@@ -201,6 +239,7 @@ def build_parser():
     s.add_argument("--ft-epochs", type=int, default=10)
     s.add_argument("--cache-dir", default="", help="feature cache directory (default: none)")
     s.add_argument("--out", default="results")
+    _add_dtype(s)
     s.set_defaults(func=cmd_reproduce)
 
     s = sub.add_parser("analyze", help="check the paper's assumptions (log-partition, phi_p ~ A f + b, accuracy vs loss)")
@@ -214,6 +253,7 @@ def build_parser():
     s.add_argument("--max-train", type=int, default=2000, help="training sentences for probes (seeded subsample)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="results/analysis")
+    _add_dtype(s)
     s.set_defaults(func=cmd_analyze)
 
     s = sub.add_parser("pretrain", help="train a causal LM with cross-entropy or Quad")
@@ -265,6 +305,7 @@ def build_parser():
     s.add_argument("--max-length", type=int, help="token limit of text + prompt (default: the model's context)")
     s.add_argument("--strip-prompt-space", action="store_true", help="drop the prompt's trailing space")
     s.add_argument("--seed", type=int, default=0)
+    _add_dtype(s, training=True)
     s.set_defaults(func=cmd_finetune)
 
     return p

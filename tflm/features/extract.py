@@ -66,6 +66,7 @@ class SentenceFeatures:
         self.last_stats = {}
         self.forward = ForwardPass(self.extractor, strategy=strategy)
         self._derived = {}
+        self._pending = {}  # cache key -> f(text + prompt) from f_pair, until f asks for it
 
     # --- tokens -----------------------------------------------------------
     def _encode(self, texts, prompt, max_length, strip_prompt_space):
@@ -80,6 +81,12 @@ class SentenceFeatures:
         becomes part of the cache key together with the model fingerprint,
         compute dtype, tokenizer, texts, prompt and truncation.
         """
+        texts = list(texts)
+        if self._pending:
+            key = cache_key(**self.cache_parts(texts, prompt, strip_prompt_space, max_length, identity))
+            if key in self._pending:
+                f, self.last_stats = self._pending.pop(key)
+                return f
         return self._extract(texts, [prompt], strip_prompt_space, max_length, identity)[0]
 
     def f_pair(self, texts, prompt, strip_prompt_space=False, max_length=None, identity=None):
@@ -90,11 +97,17 @@ class SentenceFeatures:
         Rows where the text's ids are not a prefix of the joint ids
         (truncation, or a token merging across the text/prompt boundary) get
         a second pass over the text alone. Both arrays use the same cache
-        entries as `f(texts)` and `f(texts, prompt)`.
+        entries as `f(texts)` and `f(texts, prompt)`, and the next
+        `f(texts, prompt, ...)` call with the same arguments returns the
+        prompted array without running the LM (even without a cache).
         """
         if prompt is None:
             raise ValueError("f_pair needs a prompt")
-        return self._extract(texts, [None, prompt], strip_prompt_space, max_length, identity)
+        texts = list(texts)
+        pair = self._extract(texts, [None, prompt], strip_prompt_space, max_length, identity)
+        key = cache_key(**self.cache_parts(texts, prompt, strip_prompt_space, max_length, identity))
+        self._pending[key] = (pair[1], dict(self.last_stats, shared_pass=True))
+        return pair
 
     def cache_parts(self, texts, prompt, strip_prompt_space=False, max_length=None, identity=None):
         """Everything that determines f (the cache key's inputs)."""

@@ -316,6 +316,7 @@ def finetune(
     keep_weights=False,
     verbose="auto",
     callbacks=None,
+    dtype="float32",
 ):
     """Run the fine-tuning grid, select by dev accuracy, report test accuracy.
 
@@ -336,6 +337,8 @@ def finetune(
             `tflm.distribute.get_strategy`) or a `tf.distribute.Strategy`.
             Create it before any other TensorFlow work in a multi-worker job.
         out_dir: output folder; calling again with the same folder resumes.
+        dtype: compute dtype; "bfloat16" / "float16" train with the Keras
+            mixed policy (float32 weights).
         seed: seeds the splits, the head's initialisation, data order and dropout.
         early_stop: None, or stop a run after this many epochs without a
             better dev accuracy.
@@ -403,6 +406,7 @@ def finetune(
     else:
         lm = model
         model_id = f"{lm.name}@{lm.fingerprint()}"
+    lm = lm.with_dtype(dtype, training=True)  # mixed precision: float32 weights, `dtype` compute
     max_length = int(min(max_length or lm.max_sequence_length, lm.max_sequence_length))
     enc = {
         k: data_lib.encode_split(lm.tokenizer, t, y, prompt_text, max_length, strip_prompt_space)
@@ -418,6 +422,7 @@ def finetune(
         "task": task_obj.name,
         "num_classes": task_obj.num_classes,
         "prompt": prompt_text,
+        "dtype": dtype,
         "strip_prompt_space": bool(strip_prompt_space),
         "max_length": max_length,
         "splits": split_how,

@@ -10,7 +10,7 @@ from tflm.features.extract import default_cache_dir
 from tflm.features.feature_extractor import FEATURES, WORD_FEATURES
 from tflm.features.task_words import task_word_ids
 from tflm.jobs.data import load_texts, resolve_task, subsample
-from tflm.models import load_lm
+from tflm.models.load_lm import resolve_lm
 from tflm.probes import logistic_probe, random_split_probe, softmax_probe
 from tflm.probes.zero_shot import zero_shot_probe
 from tflm.report import fmt, markdown_table, text_table, write_atomic, write_json
@@ -32,24 +32,37 @@ def _strip(result):
             if k not in ("coef", "intercept", "test_predictions", "splits", "train_index", "test_index")}
 
 
+def task_features(lm, task, features, word_mode="logits", cache_dir=None, progress=True, strategy=None):
+    """The `SentenceFeatures` for probing `task` (both prompt modes can share it)."""
+    word_ids = task_word_ids(lm.tokenizer, task)[0] if task.word_lists else {}
+    need_words = {"class"} if "zeroshot" in features else set()
+    need_words |= {n for n in features if n in WORD_FEATURES}
+    return SentenceFeatures(lm, word_ids={k: v for k, v in word_ids.items() if k in need_words},
+                            word_mode=word_mode, cache_dir=cache_dir, progress=progress, strategy=strategy)
+
+
 def probe_task(lm, task, features, prompt, data_dir=None, word_mode="logits", max_train=None,
                seed=0, cache_dir=None, detokenize=False, strip_prompt_space=False, progress=True,
-               log=print):
-    """All requested probes for one task with or without its prompt; a list of row dicts."""
+               log=print, sf=None, pair=False):
+    """All requested probes for one task with or without its prompt; a list of row dicts.
+
+    `pair=True` (unprompted rows only) computes f(text + prompt) in the same
+    forward passes and leaves it in `sf` for the prompted rows that follow.
+    """
     if prompt and task.prompt is None:
         raise ValueError(f"task {task.name!r} has no prompt")
     word_ids, variants, class_of_id = task_word_ids(lm.tokenizer, task) if task.word_lists else ({}, {}, {})
-    need_words = {"class"} if "zeroshot" in features else set()
-    need_words |= {n for n in features if n in WORD_FEATURES}
-    sf = SentenceFeatures(lm, word_ids={k: v for k, v in word_ids.items() if k in need_words},
-                          word_mode=word_mode, cache_dir=cache_dir, progress=progress)
+    sf = sf or task_features(lm, task, features, word_mode, cache_dir, progress)
     p_text = task.prompt if prompt else None
     name = task.name + ("*" if prompt else "")
 
     def feats(split, texts):
         t0 = time.time()
-        f = sf.f(texts, prompt=p_text, strip_prompt_space=strip_prompt_space,
-                 identity={"task": task.name, "split": split, "detokenize": detokenize})
+        identity = {"task": task.name, "split": split, "detokenize": detokenize}
+        if pair and not prompt and task.prompt is not None:
+            f = sf.f_pair(texts, task.prompt, strip_prompt_space=strip_prompt_space, identity=identity)[0]
+        else:
+            f = sf.f(texts, prompt=p_text, strip_prompt_space=strip_prompt_space, identity=identity)
         log(f"  {name} {split}: {len(texts)} texts, {sf.last_stats['tokens']} tokens "
             f"({sf.last_stats['truncated']} truncated), {time.time() - t0:.1f}s")
         return f
@@ -133,24 +146,32 @@ def results_table(rows):
 
 def run_probes(model, tasks, features, out_dir=None, data_dir=None, prompt_modes=(False,),
                word_mode="logits", max_train=None, seed=0, cache_dir=None, detokenize=False,
-               strip_prompt_space=False, progress=True, log=print):
-    """Probe every task (with/without prompt) and write results.json + results.md to `out_dir`."""
+               strip_prompt_space=False, progress=True, log=print, dtype=None, strategy=None):
+    """Probe every task (with/without prompt) and write results.json + results.md to `out_dir`.
+
+    With both prompt modes, f(text) and f(text + prompt) come from one forward
+    pass per text (`SentenceFeatures.f_pair`). `dtype`: compute dtype (a spec
+    loads in float32 by default; a `LanguageModel` keeps its own).
+    """
     features = check_probe_features(features)
-    lm = load_lm(model) if isinstance(model, str) else model
+    lm = resolve_lm(model, dtype)
     cache_dir = default_cache_dir() if cache_dir is None else (cache_dir or None)
     t0 = time.time()
     rows = []
     for name in tasks:
         task = resolve_task(name)
-        for prompt in prompt_modes:
+        sf = task_features(lm, task, features, word_mode, cache_dir, progress, strategy)
+        pair = set(prompt_modes) == {False, True}
+        for prompt in sorted(prompt_modes):
             if prompt and task.prompt is None:
                 log(f"  {task.name}: no prompt defined, skipping the prompted row")
                 continue
             rows += probe_task(lm, task, features, prompt, data_dir, word_mode, max_train, seed,
-                               cache_dir, detokenize, strip_prompt_space, progress, log)
+                               cache_dir, detokenize, strip_prompt_space, progress, log, sf=sf, pair=pair)
     header, table = results_table(rows)
     result = {
-        "model": lm.name, "fingerprint": lm.fingerprint(), "features": features, "word_mode": word_mode,
+        "model": lm.name, "fingerprint": lm.fingerprint(), "dtype": lm.dtype, "features": features,
+        "word_mode": word_mode,
         "max_train": max_train, "detokenize": detokenize, "strip_prompt_space": strip_prompt_space,
         "wall_time_s": round(time.time() - t0, 1), "rows": rows,
     }

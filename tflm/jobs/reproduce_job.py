@@ -63,8 +63,10 @@ def _card(path):
 
 def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_dir="results",
               features=DEFAULT_FEATURES, max_train=None, contexts=6000, pca_dims=32, finetune=False,
-              finetune_kwargs=None, cache_dir="", log=print):
-    """Run the main job and write `out_dir/REPORT.md` (+ results.json, PNGs). Returns the result dict."""
+              finetune_kwargs=None, cache_dir="", log=print, dtype="float32"):
+    """Run the main job and write `out_dir/REPORT.md` (+ results.json, PNGs). Returns the result dict.
+
+    `dtype` is the LMs' compute dtype for feature extraction."""
     t0 = time.time()
     os.makedirs(out_dir, exist_ok=True)
     shipped = model is None
@@ -72,9 +74,9 @@ def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_d
     if shipped and quad_model is None:
         quad_model = default_model("imdb-gpt2-small-quad")
     models = [("xent" if shipped else "model", model)] + ([("quad", quad_model)] if quad_model else [])
-    result = {"machine": machine_info(), "tasks": list(tasks), "max_train": max_train, "models": {}}
+    result = {"machine": machine_info(), "tasks": list(tasks), "max_train": max_train, "dtype": dtype, "models": {}}
     for label, spec in models:
-        lm = load_lm(spec)
+        lm = load_lm(spec, dtype)
         card = _card(spec) if isinstance(spec, str) else {}
         log(f"\n== {label}: {lm.name} ({lm.architecture}, d={lm.hidden_dim}, V={lm.vocabulary_size}, "
             f"{'tied' if lm.tied else 'untied'}) ==")
@@ -82,7 +84,8 @@ def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_d
         probes = run_probes(lm, tasks, features, data_dir=data_dir, prompt_modes=(False, True),
                             max_train=max_train, cache_dir=cache_dir, progress=False, log=log)
         entry = {
-            "spec": str(spec), "name": lm.name, "fingerprint": lm.fingerprint(), "architecture": lm.architecture,
+            "spec": str(spec), "name": lm.name, "fingerprint": lm.fingerprint(), "dtype": lm.dtype,
+            "architecture": lm.architecture,
             "hidden_dim": lm.hidden_dim, "vocabulary_size": lm.vocabulary_size, "tied": lm.tied,
             "num_parameters": lm.num_parameters, "objective": card.get("objective"),
             "val_objective": card.get("val_objective"), "val_perplexity": card.get("val_perplexity"),

@@ -9,6 +9,7 @@ from keras import ops
 from tflm.models.serialization import serialize_backbone
 
 DTYPES = ("float32", "bfloat16", "float16")
+DEFAULT_DTYPE = "float32"  # the CLI's default for feature extraction (see notes/h-speed.md)
 
 
 def dtype_policy(dtype, training=False):

@@ -29,6 +29,14 @@ def load_lm(spec, dtype="float32"):
     return _load_float32(str(spec)).with_dtype(dtype)
 
 
+def resolve_lm(model, dtype=None):
+    """`model` as a `LanguageModel`: a spec is loaded (in `dtype`, default float32);
+    a `LanguageModel` is kept, or rebuilt in `dtype` when one is given."""
+    if isinstance(model, str):
+        return load_lm(model, dtype or "float32")
+    return model.with_dtype(dtype) if dtype else model
+
+
 def _load_float32(spec):
     if spec in TINY_SPECS:
         return load_tiny(spec)
