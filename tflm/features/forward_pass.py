@@ -29,6 +29,8 @@ class ForwardPass:
                              "machines with num_shards / shard_index")
         self.replicas = int(strategy.num_replicas_in_sync) if strategy is not None else 1
         self._step = tf.function(self._call, input_signature=[_SPEC, _SPEC, _SPEC])
+        if self.replicas > 1:
+            self._replica_step = tf.function(lambda *args: strategy.run(self._call, args=args), reduce_retracing=True)
 
     def _call(self, token_ids, padding_mask, positions):
         h = self.extractor.hidden_features({"token_ids": token_ids, "padding_mask": padding_mask})
@@ -44,6 +46,6 @@ class ForwardPass:
         values = self.strategy.experimental_distribute_values_from_function(
             lambda ctx: tuple(tf.constant(a[ctx.replica_id_in_sync_group * rows:(ctx.replica_id_in_sync_group + 1) * rows])
                               for a in arrays))
-        result = self.strategy.run(self._step, args=values)
+        result = self._replica_step(*values)
         parts = self.strategy.experimental_local_results(result)
         return np.concatenate([p.numpy() for p in parts], axis=0)[:n]
