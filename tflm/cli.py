@@ -23,8 +23,8 @@ def _add_dtype(s, training=False):
 
     default = "float32" if training else DEFAULT_DTYPE
     s.add_argument("--dtype", default=default, choices=DTYPES,
-                   help=f"compute dtype of the LM (default {default}; "
-                   + ("mixed precision: float32 weights)" if training else "f is stored as float32)"))
+                   help=f"compute dtype of the LM (default {default}); bfloat16/float16 use the Keras mixed "
+                   "policy (float32 weights)" + ("" if training else "; f is stored as float32"))
 
 
 def _add_extraction_strategy(s):

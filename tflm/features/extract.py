@@ -112,7 +112,7 @@ class SentenceFeatures:
     def cache_parts(self, texts, prompt, strip_prompt_space=False, max_length=None, identity=None):
         """Everything that determines f (the cache key's inputs)."""
         return dict(
-            model=self.lm.name, fingerprint=self.lm.fingerprint(), dtype=self.lm.dtype,
+            model=self.lm.name, fingerprint=self.lm.fingerprint(), dtype=self.lm.backbone.dtype_policy.name,
             tokenizer=self.lm.tokenizer.fingerprint(), texts=texts_digest(texts), n=len(texts), prompt=prompt,
             strip_prompt_space=strip_prompt_space, max_length=int(max_length or self.lm.max_sequence_length),
             chunk=CHUNK_SIZE, identity=identity or {},

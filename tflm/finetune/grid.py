@@ -406,7 +406,7 @@ def finetune(
     else:
         lm = model
         model_id = f"{lm.name}@{lm.fingerprint()}"
-    lm = lm.with_dtype(dtype, training=True)  # mixed precision: float32 weights, `dtype` compute
+    lm = lm.with_dtype(dtype)  # mixed precision: float32 weights, `dtype` compute
     max_length = int(min(max_length or lm.max_sequence_length, lm.max_sequence_length))
     enc = {
         k: data_lib.encode_split(lm.tokenizer, t, y, prompt_text, max_length, strip_prompt_space)

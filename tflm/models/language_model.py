@@ -12,16 +12,17 @@ DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_DTYPE = "float32"  # the CLI's default for feature extraction (see notes/h-speed.md)
 
 
-def dtype_policy(dtype, training=False):
-    """The Keras dtype policy name for a compute dtype.
+def dtype_policy(dtype):
+    """The Keras dtype policy name for a compute dtype: "float32", "mixed_bfloat16" or "mixed_float16".
 
-    Inference runs fully in `dtype` (`"bfloat16"`: weights and activations);
-    training keeps float32 weights (`"mixed_bfloat16"` / `"mixed_float16"`).
+    Reduced precision always uses the mixed policy (float32 weights, `dtype`
+    compute), for training and for feature extraction alike: Phi stays
+    float32, so phi_p and the word features are computed from the exact
+    output embeddings (with a pure bfloat16 policy Phi is rounded too, and on
+    SmolLM2 SST-2 the phi_p probe moved by 0.4 points; see notes/h-speed.md).
     """
     check_dtype(dtype)
-    if dtype == "float32":
-        return "float32"
-    return f"mixed_{dtype}" if training else dtype
+    return "float32" if dtype == "float32" else f"mixed_{dtype}"
 
 
 def check_dtype(dtype):
@@ -93,15 +94,15 @@ class LanguageModel:
         """The compute dtype of the backbone ("float32", "bfloat16", "float16")."""
         return keras.backend.standardize_dtype(self.backbone.dtype_policy.compute_dtype)
 
-    def with_dtype(self, dtype, training=False):
-        """This model rebuilt with the Keras dtype policy of `dtype` (weights copied).
+    def with_dtype(self, dtype):
+        """This model rebuilt with the Keras dtype policy of `dtype` (`dtype_policy`; weights copied).
 
         Returns self when the policy is already `dtype`. The copy keeps the
         weights fingerprint of this model (the float32 weights it came from),
         ties (`tie_word_embeddings`, which keras-hub 0.32 drops from Llama
         configs) and the head; its identity differs by `dtype` only.
         """
-        policy = dtype_policy(dtype, training)
+        policy = dtype_policy(dtype)
         if self.backbone.dtype_policy.name == policy:
             return self
         config = serialize_backbone(self.backbone)
