@@ -71,3 +71,22 @@ def test_every_lm_command_takes_dtype(command):
     assert args.dtype == "bfloat16"
     with pytest.raises(SystemExit):
         build_parser().parse_args([command, *required, "--dtype", "int8"])
+
+
+@pytest.mark.slow
+def test_finetune_trains_under_the_mixed_bfloat16_policy(tmp_path):
+    from tflm.finetune import finetune
+
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    rows = ["label\ttext"] + [f"{i % 2}\t{t}" for i, t in enumerate(TEXTS * 4)]
+    for split in ("train", "dev", "test"):
+        (folder / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    report = finetune("tiny-gpt2", str(folder), lrs="1e-3", batch_sizes="4", epochs=1, splits="files",
+                      strategy="one", out_dir=str(tmp_path / "out"), verbose=0, dtype="bfloat16")
+    run = report["runs"][0]
+    assert np.isfinite(run["history"]["loss"]).all()
+    import json
+
+    with open(tmp_path / "out" / "grid_state.json") as f:
+        assert json.load(f)["settings"]["dtype"] == "bfloat16"
