@@ -87,3 +87,25 @@ def test_one_pass_equals_two_passes_smollm2():
     ref, ref_star = two_passes(lm, TEXTS, PROMPT)
     np.testing.assert_allclose(f, ref, atol=1e-5 * np.abs(ref).max(), rtol=0)
     np.testing.assert_allclose(f_star, ref_star, atol=1e-5 * np.abs(ref_star).max(), rtol=0)
+
+
+def test_probe_job_with_both_modes_runs_the_lm_once_per_split(monkeypatch):
+    from tflm.jobs.probe_job import run_probes
+
+    calls = []
+    original = SentenceFeatures._extract
+
+    def counting(self, texts, prompts, *args):
+        calls.append(list(prompts))
+        return original(self, texts, prompts, *args)
+
+    monkeypatch.setattr(SentenceFeatures, "_extract", counting)
+    lm = tflm.load_lm("tiny-gpt2")
+    kw = dict(max_train=24, cache_dir="", progress=False, log=lambda *a: None)
+    both = run_probes(lm, ["sst2"], ["f"], prompt_modes=(False, True), **kw)["rows"]
+    assert len(calls) == 2 and all(len(p) == 2 for p in calls)  # train and test, each one pair
+    calls.clear()
+    alone = run_probes(lm, ["sst2"], ["f"], prompt_modes=(True,), **kw)["rows"]
+    assert len(calls) == 2 and all(len(p) == 1 for p in calls)
+    assert [r["row"] for r in both] == ["sst2", "sst2*"]
+    assert both[1]["test_accuracy"] == alone[0]["test_accuracy"]
