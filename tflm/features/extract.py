@@ -151,9 +151,9 @@ class SentenceFeatures:
                 todo = []
             # Tokenize one chunk at a time: memory does not grow with N.
             encoded = {k: self._encode(texts[start:stop], prompts[k], max_length, strip_prompt_space) for k in todo}
-            for k, (ids, truncated) in encoded.items():
-                stats["tokens"] += sum(len(x) for x in ids)
-                stats["truncated"] += truncated
+            if todo:  # tokens and truncations of the widest variant (text + prompt in a pair)
+                stats["tokens"] += sum(len(x) for x in encoded[todo[-1]][0])
+                stats["truncated"] += encoded[todo[-1]][1]
             if not todo:
                 bar.update(stop - start)
                 continue
