@@ -29,15 +29,13 @@ DEFAULT_MODEL = os.path.join(HERE, "..", "saved_models", "imdb-gpt2-small-xent")
 
 def reference_style_f(sf, ids, batch=25):
     """The reference's batching: input order, fixed batches of 25, padded to the batch's longest."""
-    import tensorflow as tf
-
     from tflm.tokenization.text_encoding import pad_batch
 
     out, padded = [], 0
     for start in range(0, len(ids), batch):
         tok, mask = pad_batch(ids[start:start + batch])
         padded += tok.size
-        out.append(sf._f_fn(tf.constant(tok), tf.constant(mask)).numpy())
+        out.append(sf.forward(tok, mask, mask.sum(1, keepdims=True).astype(np.int32) - 1)[:, 0])
     return np.concatenate(out), padded
 
 

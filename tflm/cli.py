@@ -32,6 +32,35 @@ def parse_number_list(text, kind, flag):
     return out
 
 
+def _add_dtype(s, training=False, default="standard"):
+    from tflm.models.language_model import DEFAULT_DTYPE, DTYPES
+
+    if default == "standard":
+        default = "float32" if training else DEFAULT_DTYPE
+    shown = default or "float32 for the probed models, bfloat16 for the SmolLM2 rows"
+    s.add_argument("--dtype", default=default, choices=DTYPES,
+                   help=f"compute dtype of the LM (default {shown}); bfloat16/float16 use the Keras mixed "
+                   "policy (float32 weights)" + ("" if training else "; f is stored as float32"))
+
+
+def _add_extraction_strategy(s):
+    s.add_argument("--strategy", default="one", choices=["one", "mirrored"],
+                   help="tf.distribute strategy for extraction (default one; mirrored splits every batch over the "
+                   "local GPUs or logical CPUs; across machines use --num-shards)")
+
+
+def _add_shard_options(s):
+    _add_extraction_strategy(s)
+    s.add_argument("--num-shards", type=int, default=1, help="split the extraction into K shards (default 1)")
+    s.add_argument("--shard-index", type=int, default=0, help="the shard this process computes, 0..K-1")
+
+
+def _strategy(name):
+    from tflm.distribute import get_strategy
+
+    return get_strategy(name)
+
+
 def cmd_info(args):
     from tflm.models import load_lm
 
@@ -96,6 +125,7 @@ def cmd_finetune(args):
         out_dir=args.out, seed=args.seed, early_stop=args.early_stop, max_train=args.max_train,
         max_eval=args.max_eval, splits=args.splits, dropout=args.dropout, max_length=args.max_length,
         strip_prompt_space=args.strip_prompt_space, export_dir=args.export, export_raw_text=args.export_raw_text,
+        dtype=args.dtype,
     )
     report = finetune(args.model, config, strategy=args.strategy)
     sel = report["selected"]
@@ -110,8 +140,13 @@ def cmd_features(args):
     meta = write_features(
         args.model, args.task, args.split, args.features, args.out, data_dir=args.data,
         prompt=args.prompt, word_mode=args.word_mode, detokenize=args.detokenize,
-        strip_prompt_space=args.strip_prompt_space, cache_dir=args.cache_dir,
+        strip_prompt_space=args.strip_prompt_space, cache_dir=args.cache_dir, dtype=args.dtype,
+        strategy=_strategy(args.strategy), num_shards=args.num_shards, shard_index=args.shard_index,
     )
+    if meta.get("missing_rows"):
+        print(f"shard {args.shard_index}/{args.num_shards}: cached its chunks; {meta['missing_rows']} of "
+              f"{meta['n']} rows are other shards'. Rerun without --num-shards on the merged cache to write {args.out}")
+        return
     shapes = ", ".join(f"{k} {tuple(v)}" for k, v in meta["features"].items())
     print(f"wrote {args.out}: {meta['n']} rows; {shapes}")
 
@@ -124,6 +159,7 @@ def cmd_probe(args):
         args.model, args.task, args.features, out_dir=args.out, data_dir=args.data, prompt_modes=modes,
         word_mode=args.word_mode, max_train=args.max_train, seed=args.seed, cache_dir=args.cache_dir,
         detokenize=args.detokenize, strip_prompt_space=args.strip_prompt_space, probe_backend=args.probe_backend,
+        dtype=args.dtype, strategy=_strategy(args.strategy),
     )
     if args.out:
         print(f"wrote {os.path.join(args.out, 'results.json')} and results.md")
@@ -133,7 +169,8 @@ def cmd_analyze(args):
     from tflm.jobs.analyze_job import analyze
 
     analyze(args.model, args.task, args.out, data_dir=args.data, checkpoints=args.checkpoints,
-            n_contexts=args.contexts, pca_dims=args.pca_dims, max_train=args.max_train, seed=args.seed)
+            n_contexts=args.contexts, pca_dims=args.pca_dims, max_train=args.max_train, seed=args.seed,
+            dtype=args.dtype)
     print(f"wrote {os.path.join(args.out, 'analysis.md')}")
 
 
@@ -146,7 +183,7 @@ def cmd_reproduce(args):
         run_tables(args.model, args.tables, out_dir=args.out, data_dir=args.data, max_train=args.max_train,
                    max_test=args.max_test, strip_prompt_space=args.strip_prompt_space,
                    cache_dir=args.cache_dir if args.cache_dir else None, seed=args.seed,
-                   command="tflm " + " ".join(args.argv))
+                   command="tflm " + " ".join(args.argv), dtype=args.dtype, probe_backend=args.probe_backend)
         return
     from tflm.jobs.reproduce_job import reproduce
 
@@ -163,7 +200,7 @@ def cmd_reproduce(args):
     reproduce(model=args.model, quad_model=args.quad_model, tasks=args.tasks, data_dir=args.data,
               out_dir=args.out, features=args.features, max_train=args.max_train, finetune=args.finetune,
               finetune_kwargs=ft, cache_dir=args.cache_dir, strip_prompt_space=args.strip_prompt_space,
-              real_lm=not args.no_real_lm, probe_backend=args.probe_backend, **real_lm_sizes)
+              real_lm=not args.no_real_lm, probe_backend=args.probe_backend, dtype=args.dtype, **real_lm_sizes)
 
 
 def _add_probe_backend(s):
@@ -187,6 +224,7 @@ def _add_feature_options(s):
     s.add_argument("--detokenize", action="store_true", help="undo PTB tokenization (does n't -> doesn't)")
     _add_prompt_space_options(s)
     s.add_argument("--cache-dir", help="feature cache (default $TFLM_CACHE or ~/.cache/tflm/features)")
+    _add_dtype(s)
 
 
 def build_parser():
@@ -216,6 +254,7 @@ def build_parser():
     s.add_argument("--features", type=_csv(str), default=["f", "phi_p"],
                    help="comma-separated: f,phi_p,p,subset,class,posneg,proj")
     s.add_argument("--out", required=True, help="output .npz")
+    _add_shard_options(s)
     s.set_defaults(func=cmd_features)
 
     s = sub.add_parser("probe", help="linear probes on LM features (the paper's Tables 1 and 2)")
@@ -230,6 +269,7 @@ def build_parser():
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", help="directory for results.json and results.md")
     _add_probe_backend(s)
+    _add_extraction_strategy(s)
     s.set_defaults(func=cmd_probe)
 
     s = sub.add_parser("reproduce", help="the main job: the paper's tables, Quad vs xent, log-partition check, REPORT.md")
@@ -262,6 +302,7 @@ def build_parser():
     _add_prompt_space_options(s)
     s.add_argument("--out", default="results")
     _add_probe_backend(s)
+    _add_dtype(s, default=None)
     s.set_defaults(func=cmd_reproduce)
 
     s = sub.add_parser("analyze", help="check the paper's assumptions (log-partition, phi_p ~ A f + b, accuracy vs loss)")
@@ -275,6 +316,7 @@ def build_parser():
     s.add_argument("--max-train", type=int, default=2000, help="training sentences for probes (seeded subsample)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default="results/analysis")
+    _add_dtype(s)
     s.set_defaults(func=cmd_analyze)
 
     s = sub.add_parser("pretrain", help="train a causal LM with cross-entropy or Quad")
@@ -326,6 +368,7 @@ def build_parser():
     s.add_argument("--max-length", type=int, help="token limit of text + prompt (default: the model's context)")
     s.add_argument("--strip-prompt-space", action="store_true", help="drop the prompt's trailing space")
     s.add_argument("--seed", type=int, default=0)
+    _add_dtype(s, training=True)
     s.set_defaults(func=cmd_finetune)
 
     for s in sub.choices.values():  # `--verbose` also after the command name

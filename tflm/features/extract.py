@@ -10,6 +10,8 @@ from tqdm.auto import tqdm
 from tflm.features.batching import bucket_batches
 from tflm.features.feature_cache import FeatureCache, cache_key, texts_digest
 from tflm.features.feature_extractor import FeatureExtractor, check_feature_names
+from tflm.features.forward_pass import ForwardPass
+from tflm.features.sharding import check_shards
 from tflm.tokenization.text_encoder import encode_texts
 from tflm.tokenization.text_encoding import pad_batch
 
@@ -22,20 +24,30 @@ class SentenceFeatures:
     The LM runs once per text to give f (cached on disk when `cache_dir` is
     set); every other feature is derived from f and Phi in row batches, so no
     N x V array is ever held (except `p` itself when explicitly requested).
+    `f_pair` gets f(text) and f(text + prompt) from one forward pass.
 
     Args:
-        lm: a `tflm.models.LanguageModel`.
+        lm: a `tflm.models.LanguageModel` (its dtype is part of the cache key).
         word_ids: dict feature name -> token ids (for subset/class/posneg).
         word_mode: "logits" | "probs" | "logprobs".
         max_tokens, max_attention: batch budget (see `bucket_batches`).
         cache_dir: feature cache root or None.
         repair_cache: recompute corrupt cache chunks instead of raising.
         progress: show a tqdm bar with tokens/s.
+        proj_seed: seed of the random projection feature.
+        strategy: a `tf.distribute` strategy (e.g. `tflm.distribute.get_strategy`);
+            with R local replicas every batch is split into R slices.
+        num_shards, shard_index: compute only the cache chunks
+            ``c % num_shards == shard_index`` (needs `cache_dir`, where the
+            shards meet); rows of other shards come from the cache or are NaN.
     """
 
     def __init__(self, lm, word_ids=None, word_mode="logits", max_tokens=8192,
                  max_attention=4_000_000, cache_dir=None, repair_cache=False, progress=True,
-                 proj_seed=0):
+                 proj_seed=0, strategy=None, num_shards=1, shard_index=0):
+        check_shards(num_shards, shard_index)
+        if num_shards > 1 and not cache_dir:
+            raise ValueError("sharded extraction needs a cache directory: the shards' chunks meet there")
         self.lm = lm
         self.word_ids = dict(word_ids or {})
         self.extractor = FeatureExtractor(
@@ -49,10 +61,17 @@ class SentenceFeatures:
         self.cache_dir = cache_dir
         self.repair_cache = repair_cache
         self.progress = progress
+        self.num_shards = int(num_shards)
+        self.shard_index = int(shard_index)
         self.last_stats = {}
-        self._f_fn = tf.function(lambda ids, mask: self.extractor.sentence_f(
-            {"token_ids": ids, "padding_mask": mask}), reduce_retracing=True)
+        self.forward = ForwardPass(self.extractor, strategy=strategy)
         self._derived = {}
+        self._pending = {}  # cache key -> f(text + prompt) from f_pair, until f asks for it
+
+    # --- tokens -----------------------------------------------------------
+    def _encode(self, texts, prompt, max_length, strip_prompt_space):
+        """The one place texts become token ids."""
+        return encode_texts(self.lm.tokenizer, texts, prompt, max_length, strip_prompt_space)
 
     # --- f ------------------------------------------------------------
     def f(self, texts, prompt=None, strip_prompt_space=False, max_length=None, identity=None):
@@ -60,55 +79,114 @@ class SentenceFeatures:
 
         `identity` (e.g. {"task": "sst2", "split": "train", "detokenize": False})
         becomes part of the cache key together with the model fingerprint,
-        tokenizer, texts, prompt and truncation.
+        compute dtype, tokenizer, texts, prompt and truncation.
         """
+        texts = list(texts)
+        if self._pending:
+            key = cache_key(**self.cache_parts(texts, prompt, strip_prompt_space, max_length, identity))
+            if key in self._pending:
+                f, self.last_stats = self._pending.pop(key)
+                return f
+        return self._extract(texts, [prompt], strip_prompt_space, max_length, identity)[0]
+
+    def f_pair(self, texts, prompt, strip_prompt_space=False, max_length=None, identity=None):
+        """(f(text), f(text + prompt)), each (N, d) float32, from one forward pass.
+
+        Under causal attention the hidden state at the last text token of
+        ``text + prompt`` is f(text), so one pass over the joint ids gives both.
+        Rows where the text's ids are not a prefix of the joint ids
+        (truncation, or a token merging across the text/prompt boundary) get
+        a second pass over the text alone. Both arrays use the same cache
+        entries as `f(texts)` and `f(texts, prompt)`, and the next
+        `f(texts, prompt, ...)` call with the same arguments returns the
+        prompted array without running the LM (even without a cache).
+        """
+        if prompt is None:
+            raise ValueError("f_pair needs a prompt")
+        texts = list(texts)
+        pair = self._extract(texts, [None, prompt], strip_prompt_space, max_length, identity)
+        key = cache_key(**self.cache_parts(texts, prompt, strip_prompt_space, max_length, identity))
+        self._pending[key] = (pair[1], dict(self.last_stats, shared_pass=True))
+        return pair
+
+    def cache_parts(self, texts, prompt, strip_prompt_space=False, max_length=None, identity=None):
+        """Everything that determines f (the cache key's inputs)."""
+        return dict(
+            model=self.lm.name, fingerprint=self.lm.fingerprint(), dtype=self.lm.backbone.dtype_policy.name,
+            tokenizer=self.lm.tokenizer.fingerprint(), texts=texts_digest(texts), n=len(texts), prompt=prompt,
+            strip_prompt_space=strip_prompt_space, max_length=int(max_length or self.lm.max_sequence_length),
+            chunk=CHUNK_SIZE, identity=identity or {},
+        )
+
+    def _extract(self, texts, prompts, strip_prompt_space, max_length, identity):
         texts = list(texts)
         if not texts:
             raise ValueError("empty dataset: no texts to featurize")
         max_length = int(max_length or self.lm.max_sequence_length)
-        if prompt is not None:  # fail early on a bad prompt
-            encode_texts(self.lm.tokenizer, texts[:1], prompt, max_length, strip_prompt_space)
-        cache = None
+        for prompt in prompts:
+            if prompt is not None:  # fail early on a bad prompt
+                self._encode(texts[:1], prompt, max_length, strip_prompt_space)
+        caches = [None] * len(prompts)
         if self.cache_dir:
-            parts = dict(
-                model=self.lm.name, fingerprint=self.lm.fingerprint(), tokenizer=self.lm.tokenizer.fingerprint(),
-                texts=texts_digest(texts), n=len(texts), prompt=prompt, strip_prompt_space=strip_prompt_space,
-                max_length=max_length, chunk=CHUNK_SIZE, identity=identity or {},
-            )
-            cache = FeatureCache(self.cache_dir, cache_key(**parts), description=parts)
-        out = np.zeros((len(texts), self.lm.hidden_dim), dtype=np.float32)
+            for k, prompt in enumerate(prompts):
+                parts = self.cache_parts(texts, prompt, strip_prompt_space, max_length, identity)
+                caches[k] = FeatureCache(self.cache_dir, cache_key(**parts), description=parts)
+        outs = [np.zeros((len(texts), self.lm.hidden_dim), dtype=np.float32) for _ in prompts]
         bar = tqdm(total=len(texts), unit="text", disable=not self.progress,
                    desc=f"f[{self.lm.name}]", mininterval=1.0)
         t0 = time.time()
-        stats = dict(examples=len(texts), tokens=0, truncated=0, computed_tokens=0, padded_tokens=0)
+        stats = dict(examples=len(texts), tokens=0, truncated=0, computed_tokens=0, padded_tokens=0,
+                     passes=0, second_passes=0, missing_rows=0)
         for c, start in enumerate(range(0, len(texts), CHUNK_SIZE)):
             stop = min(start + CHUNK_SIZE, len(texts))
-            # Tokenize one chunk at a time: memory does not grow with N.
-            ids, truncated = encode_texts(self.lm.tokenizer, texts[start:stop], prompt, max_length,
-                                          strip_prompt_space)
-            lengths = [len(x) for x in ids]
-            stats["tokens"] += sum(lengths)
-            stats["truncated"] += truncated
-            if cache is not None and cache.has(c):
-                arr = cache.load(c, stop - start, repair=self.repair_cache)
+            loaded = [self._load(cache, c, stop - start) for cache in caches]
+            todo = [k for k, arr in enumerate(loaded) if arr is None]
+            for k, arr in enumerate(loaded):
                 if arr is not None:
-                    out[start:stop] = arr
-                    bar.update(stop - start)
-                    continue
+                    outs[k][start:stop] = arr
+            if todo and c % self.num_shards != self.shard_index:
+                for k in todo:
+                    outs[k][start:stop] = np.nan
+                stats["missing_rows"] += stop - start
+                todo = []
+            # Tokenize one chunk at a time: memory does not grow with N.
+            encoded = {k: self._encode(texts[start:stop], prompts[k], max_length, strip_prompt_space) for k in todo}
+            if todo:  # tokens and truncations of the widest variant (text + prompt in a pair)
+                stats["tokens"] += sum(len(x) for x in encoded[todo[-1]][0])
+                stats["truncated"] += encoded[todo[-1]][1]
+            if not todo:
+                bar.update(stop - start)
+                continue
+            sequences = plan_sequences([encoded[k][0] for k in todo])
+            stats["passes"] += len(sequences)
+            stats["second_passes"] += len(sequences) - (stop - start)
+            lengths = [len(ids) for ids, _ in sequences]
             for idx, padded in bucket_batches(lengths, self.max_tokens, self.max_attention):
-                tok, mask = pad_batch([ids[i] for i in idx], length=padded)
-                out[start + idx] = self._f_fn(tf.constant(tok), tf.constant(mask)).numpy()
+                batch = [sequences[i] for i in idx]
+                tok, mask = pad_batch([ids for ids, _ in batch], length=padded)
+                positions = np.array([[t[1] for t in targets] + [targets[-1][1]] * (len(todo) - len(targets))
+                                      for _, targets in batch], dtype=np.int32)
+                h = self.forward(tok, mask, positions)
+                for row, (_, targets) in enumerate(batch):
+                    for j, (slot, _, text_row) in enumerate(targets):
+                        outs[todo[slot]][start + text_row] = h[row, j]
                 stats["padded_tokens"] += tok.size
                 stats["computed_tokens"] += int(mask.sum())
-                bar.update(len(idx))
+                bar.update(sum(1 for _, targets in batch if targets[-1][0] == len(todo) - 1))
                 bar.set_postfix_str(f"{stats['computed_tokens'] / max(time.time() - t0, 1e-9):,.0f} tok/s",
                                     refresh=False)
-            if cache is not None:
-                cache.save(c, out[start:stop])
+            for k in todo:
+                if caches[k] is not None:
+                    caches[k].save(c, outs[k][start:stop])
         bar.close()
         stats["seconds"] = round(time.time() - t0, 2)
         self.last_stats = stats
-        return out
+        return outs
+
+    def _load(self, cache, index, rows):
+        if cache is None or not cache.has(index):
+            return None
+        return cache.load(index, rows, repair=self.repair_cache)
 
     def context_f(self, texts, max_contexts=20000, seed=0):
         """f at every real position of the texts (each prefix is a context), subsampled.
@@ -116,7 +194,7 @@ class SentenceFeatures:
         Returns (N, d) float32 with N <= max_contexts, sampled uniformly
         (seeded) over all positions.
         """
-        ids, _ = encode_texts(self.lm.tokenizer, list(texts), None, self.lm.max_sequence_length)
+        ids, _ = self._encode(list(texts), None, self.lm.max_sequence_length, False)
         fn = tf.function(lambda t, m: self.lm.features(t, m), reduce_retracing=True)
         total = sum(len(x) for x in ids)
         keep = np.zeros(total, dtype=bool)
@@ -160,6 +238,32 @@ class SentenceFeatures:
         """Generator of (start, batch) of one derived feature (for N x V streaming)."""
         for start in range(0, len(f), batch_rows):
             yield start, self.derive(f[start:start + batch_rows], [name], batch_rows)[name]
+
+
+def plan_sequences(id_lists):
+    """The forward passes that give every variant's f for one chunk of texts.
+
+    `id_lists[k][i]` are the ids of text i in variant k; variant 0 may be the
+    bare text and the last variant the text + prompt. Returns a list of
+    ``(ids, targets)``, targets being ``(variant, position, text_row)``
+    triples read from that pass. With one variant, one pass per text. With two,
+    one pass over the joint ids reads f(text) at the last text token when the
+    text's ids are a prefix of the joint ids, and a second pass over the text
+    alone is planned otherwise. The last target of each pass is its last token.
+    """
+    if len(id_lists) == 1:
+        return [(ids, [(0, len(ids) - 1, i)]) for i, ids in enumerate(id_lists[0])]
+    if len(id_lists) != 2:
+        raise ValueError("at most two variants (text, text + prompt) share a pass")
+    plan, extra = [], []
+    for i, (text_ids, joint_ids) in enumerate(zip(*id_lists)):
+        n = len(text_ids)
+        if n < len(joint_ids) and np.array_equal(joint_ids[:n], text_ids):
+            plan.append((joint_ids, [(0, n - 1, i), (1, len(joint_ids) - 1, i)]))
+        else:
+            plan.append((joint_ids, [(1, len(joint_ids) - 1, i)]))
+            extra.append((text_ids, [(0, n - 1, i)]))
+    return plan + extra
 
 
 def default_cache_dir():

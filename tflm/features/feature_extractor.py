@@ -66,11 +66,13 @@ class FeatureExtractor(keras.Model):
     def phi(self):
         return output_embeddings(self.backbone, self.head)
 
-    def sentence_f(self, inputs):
+    def hidden_features(self, inputs):
+        """f at every position (B, T, d), in the backbone's compute dtype."""
         h = self.backbone({"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]})
-        if self.head is not None:
-            h = self.head(h)
-        return self.pooling(h, inputs["padding_mask"])
+        return self.head(h) if self.head is not None else h
+
+    def sentence_f(self, inputs):
+        return self.pooling(self.hidden_features(inputs), inputs["padding_mask"])
 
     def derive(self, f, names=None):
         """The non-f features from f (B, d)."""

@@ -76,6 +76,8 @@ class FinetuneConfig:
             (GPT-2 BPE only; loading it then needs `import tensorflow_text`).
         keep_weights: keep every run's best weights (default: only the
             selected-so-far run's, to bound disk use).
+        dtype: compute dtype; "bfloat16" / "float16" train with the Keras
+            mixed policy (float32 weights).
     """
 
     task: object
@@ -98,6 +100,7 @@ class FinetuneConfig:
     export_dir: str | None = None
     export_raw_text: bool = False
     keep_weights: bool = False
+    dtype: str = "float32"
 
     def __post_init__(self):
         def put(name, value):
@@ -121,6 +124,9 @@ class FinetuneConfig:
             raise ValueError(f"prompt must be False, True or a string, got {self.prompt!r}")
         if not self.out_dir:
             raise ValueError("out_dir must be a folder path")
+        from tflm.models.language_model import check_dtype
+
+        check_dtype(self.dtype)
 
     def grid_batch_sizes(self, task_name):
         """The batch sizes of the grid: the configured ones, or the paper's for `task_name`."""

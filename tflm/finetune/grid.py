@@ -356,6 +356,7 @@ def prepare_data(model, config, num_replicas=1):
         lm = load_lm(model)
     else:
         lm = model
+    lm = lm.with_dtype(config.dtype)  # mixed precision: float32 weights, `dtype` compute
     max_length = int(min(config.max_length or lm.max_sequence_length, lm.max_sequence_length))
     enc = {
         k: data_lib.encode_split(lm.tokenizer, t, y, prompt_text, max_length, config.strip_prompt_space)
@@ -374,6 +375,7 @@ def grid_settings(data, config):
         "task": data.task.name,
         "num_classes": data.task.num_classes,
         "prompt": data.prompt,
+        "dtype": config.dtype,
         "strip_prompt_space": bool(config.strip_prompt_space),
         "max_length": data.max_length,
         "splits": data.split_how,

@@ -19,7 +19,7 @@ from tflm.analysis.log_partition import (
 from tflm.features import SentenceFeatures
 from tflm.features.extract import default_cache_dir
 from tflm.tasks.splits import load_texts, resolve_task, subsample
-from tflm.models import load_lm
+from tflm.models.load_lm import resolve_lm
 from tflm.probes import logistic_probe
 from tflm.report import fmt, markdown_table, write_atomic, write_json
 
@@ -98,14 +98,14 @@ def _checkpoint_name(path):
     return os.path.basename(path)
 
 
-def accuracy_vs_loss(checkpoints, task, out_png, data_dir=None, max_train=2000, seed=0, log=print):
+def accuracy_vs_loss(checkpoints, task, out_png, data_dir=None, max_train=2000, seed=0, log=print, dtype=None):
     """Probe accuracy of f against validation cross-entropy over checkpoints of one run."""
     records = []
     tr, y_tr, _ = load_texts(task, "train", data_dir)
     te, y_te, _ = load_texts(task, "test", data_dir)
     tr, y_tr, _ = subsample(tr, y_tr, max_train, seed)
     for path in checkpoints:
-        lm = load_lm(path)
+        lm = resolve_lm(path, dtype)
         card_path = os.path.join(path, "model_card.json")
         card = json.load(open(card_path)) if os.path.isfile(card_path) else {}
         if "val_softmax_xent" not in card:
@@ -122,15 +122,18 @@ def accuracy_vs_loss(checkpoints, task, out_png, data_dir=None, max_train=2000, 
 
 
 def analyze(model, task, out_dir, data_dir=None, checkpoints=None, n_contexts=8000, pca_dims=32,
-            max_train=2000, seed=0, log=print):
-    """All assumption checks for `model` on `task`; writes analysis.json/.md and PNGs."""
+            max_train=2000, seed=0, log=print, dtype=None):
+    """All assumption checks for `model` on `task`; writes analysis.json/.md and PNGs.
+
+    `dtype`: compute dtype of the LMs (default float32 for specs)."""
     t0 = time.time()
     task = resolve_task(task)
     os.makedirs(out_dir, exist_ok=True)
     result = {"task": task.name}
     if model is not None:
-        lm = load_lm(model) if isinstance(model, str) else model
+        lm = resolve_lm(model, dtype)
         result["model"] = lm.name
+        result["dtype"] = lm.dtype
         sf = SentenceFeatures(lm, progress=False, cache_dir=default_cache_dir())
         tr, y_tr, _ = load_texts(task, "train", data_dir)
         te, y_te, _ = load_texts(task, "test", data_dir)
@@ -152,7 +155,7 @@ def analyze(model, task, out_dir, data_dir=None, checkpoints=None, n_contexts=80
                 os.path.join(c, "config.json")) else [c]
         log(f"accuracy vs loss over {len(paths)} checkpoints")
         result["accuracy_vs_loss"] = accuracy_vs_loss(paths, task, os.path.join(out_dir, "accuracy_vs_loss.png"),
-                                                      data_dir, max_train, seed, log)
+                                                      data_dir, max_train, seed, log, dtype)
     result["wall_time_s"] = round(time.time() - t0, 1)
     write_json(os.path.join(out_dir, "analysis.json"), result)
     write_atomic(os.path.join(out_dir, "analysis.md"), analysis_markdown(result))

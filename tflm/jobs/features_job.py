@@ -12,21 +12,28 @@ from tflm.features.names import check_feature_names
 from tflm.features.prompt_space import resolve_strip_prompt_space
 from tflm.features.task_words import task_word_ids
 from tflm.tasks.splits import load_texts, resolve_task
-from tflm.models import load_lm
+from tflm.features.sharding import check_shards
+from tflm.models.load_lm import resolve_lm
 
 
 def write_features(model, task, split, features, out, data_dir=None, prompt=False,
                    word_mode="logits", detokenize=False, strip_prompt_space=None,
-                   cache_dir=None, max_tokens=8192):
+                   cache_dir=None, max_tokens=8192, dtype=None, strategy=None, num_shards=1, shard_index=0):
     """Compute `features` for one split and write them atomically to `out` (.npz).
 
     The npz holds one array per feature (rows in input order), `labels` and
-    `split`; `out + '.json'` records the model, task, prompt and the word
-    variants kept by the word -> token rule. Returns the metadata dict.
+    `split`; `out + '.json'` records the model, dtype, task, prompt and the
+    word variants kept by the word -> token rule. Returns the metadata dict.
+
+    With ``num_shards > 1`` only shard `shard_index`'s chunks of f are computed
+    into the cache (where all shards meet) and no npz is written unless the
+    cache then holds every chunk; run once more without sharding (or let the
+    last shard finish) to write `out` from the cache.
     """
     features = check_feature_names(features)
+    check_shards(num_shards, shard_index)
     task = resolve_task(task)
-    lm = load_lm(model) if isinstance(model, str) else model
+    lm = resolve_lm(model, dtype)
     texts, labels, splits = load_texts(task, split, data_dir, detokenize)
     if not texts:
         raise ValueError(f"task {task.name!r} split {split!r} is empty")
@@ -35,12 +42,17 @@ def write_features(model, task, split, features, out, data_dir=None, prompt=Fals
     strip_prompt_space = resolve_strip_prompt_space(lm.tokenizer, strip_prompt_space)
     word_ids, variants, _ = task_word_ids(lm.tokenizer, task) if task.word_lists else ({}, {}, {})
     sf = SentenceFeatures(lm, word_ids=word_ids, word_mode=word_mode, max_tokens=max_tokens,
-                          cache_dir=cache_dir if cache_dir is not None else default_cache_dir())
+                          cache_dir=cache_dir if cache_dir is not None else default_cache_dir(),
+                          strategy=strategy, num_shards=num_shards, shard_index=shard_index)
     f = sf.f(texts, prompt=task.prompt if prompt else None, strip_prompt_space=strip_prompt_space,
              identity={"task": task.name, "split": split, "detokenize": detokenize})
+    if sf.last_stats["missing_rows"]:
+        return {"model": lm.name, "dtype": lm.dtype, "task": task.name, "split": split, "n": len(texts),
+                "shard": [shard_index, num_shards], "missing_rows": sf.last_stats["missing_rows"],
+                "extraction": sf.last_stats, "features": {}}
     arrays = sf.derive(f, features)
     meta = {
-        "model": lm.name, "fingerprint": lm.fingerprint(), "task": task.name, "split": split,
+        "model": lm.name, "fingerprint": lm.fingerprint(), "dtype": lm.dtype, "task": task.name, "split": split,
         "prompt": task.prompt if prompt else None, "strip_prompt_space": strip_prompt_space,
         "word_mode": word_mode, "detokenize": detokenize, "n": len(texts),
         "features": {k: list(v.shape) for k, v in arrays.items()},

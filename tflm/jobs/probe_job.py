@@ -12,7 +12,7 @@ from tflm.features.prompt_space import resolve_strip_prompt_space
 from tflm.features.task_words import task_word_ids
 from tflm.features.word_scores import WordScores
 from tflm.tasks.splits import load_texts, resolve_task, subsample
-from tflm.models import load_lm
+from tflm.models.load_lm import resolve_lm
 from tflm.probes import evaluate_probe, probe_for, random_split_probe
 from tflm.report import fmt, markdown_table, text_table, write_atomic, write_json
 from tflm.tasks import random_splits
@@ -47,29 +47,40 @@ def probe_settings(spec, task, feature, lm=None, word_ids=None, class_of_id=None
     raise ValueError(f"no settings rule for probe {spec.name!r} (feature {feature!r})")
 
 
+def task_features(lm, task, features, word_mode="logits", cache_dir=None, progress=True, strategy=None):
+    """The `SentenceFeatures` for probing `task` (both prompt modes share it)."""
+    word_ids = task_word_ids(lm.tokenizer, task)[0]
+    need_words = {n for n in features if n in WORD_FEATURES}
+    return SentenceFeatures(lm, word_ids={k: v for k, v in word_ids.items() if k in need_words},
+                            word_mode=word_mode, cache_dir=cache_dir, progress=progress, strategy=strategy)
+
+
 def probe_task(lm, task, features, prompt, data_dir=None, word_mode="logits", max_train=None,
                seed=0, cache_dir=None, detokenize=False, strip_prompt_space=None, progress=True,
-               log=print, max_test=None, probe_backend="tf"):
+               log=print, max_test=None, probe_backend="tf", sf=None, pair=False):
     """All requested probes for one task with or without its prompt; a list of row dicts.
 
     `max_train` / `max_test` subsample the fixed train / test splits (seeded, printed); each row
     records the sizes used and `strip_prompt_space` (None: the tokenizer's default,
-    `tflm.features.prompt_space`). Probes come from `tflm.probes.registry`.
+    `tflm.features.prompt_space`). Probes come from `tflm.probes.registry`. `pair=True`
+    (unprompted rows only) computes f(text + prompt) in the same forward passes and leaves it in
+    `sf` (and the feature cache) for the prompted rows that follow.
     """
     if prompt and task.prompt is None:
         raise ValueError(f"task {task.name!r} has no prompt")
     strip_prompt_space = resolve_strip_prompt_space(lm.tokenizer, strip_prompt_space)
     word_ids, variants, class_of_id = task_word_ids(lm.tokenizer, task)
-    need_words = {n for n in features if n in WORD_FEATURES}
-    sf = SentenceFeatures(lm, word_ids={k: v for k, v in word_ids.items() if k in need_words},
-                          word_mode=word_mode, cache_dir=cache_dir, progress=progress)
+    sf = sf or task_features(lm, task, features, word_mode, cache_dir, progress)
     p_text = task.prompt if prompt else None
     name = task.name + ("*" if prompt else "")
 
     def feats(split, texts):
         t0 = time.time()
-        f = sf.f(texts, prompt=p_text, strip_prompt_space=strip_prompt_space,
-                 identity={"task": task.name, "split": split, "detokenize": detokenize})
+        identity = {"task": task.name, "split": split, "detokenize": detokenize}
+        if pair and not prompt and task.prompt is not None:
+            f = sf.f_pair(texts, task.prompt, strip_prompt_space=strip_prompt_space, identity=identity)[0]
+        else:
+            f = sf.f(texts, prompt=p_text, strip_prompt_space=strip_prompt_space, identity=identity)
         log(f"  {name} {split}: {len(texts)} texts, {sf.last_stats['tokens']} tokens "
             f"({sf.last_stats['truncated']} truncated), {time.time() - t0:.1f}s")
         return f
@@ -162,7 +173,7 @@ def task_prompt_modes(tasks, prompt_modes, log=print):
     """(Task, prompt?) pairs in table order; a prompted row of a task without a prompt is skipped (logged)."""
     for name in tasks:
         task = resolve_task(name)
-        for prompt in prompt_modes:
+        for prompt in sorted(prompt_modes):  # unprompted first: it may compute the prompted f too
             if prompt and task.prompt is None:
                 log(f"  {task.name}: no prompt defined, skipping the prompted row")
                 continue
@@ -171,20 +182,31 @@ def task_prompt_modes(tasks, prompt_modes, log=print):
 
 def run_probes(model, tasks, features, out_dir=None, data_dir=None, prompt_modes=(False,),
                word_mode="logits", max_train=None, seed=0, cache_dir=None, detokenize=False,
-               strip_prompt_space=None, progress=True, log=print, max_test=None, probe_backend="tf"):
-    """Probe every task (with/without prompt) and write results.json + results.md to `out_dir`."""
+               strip_prompt_space=None, progress=True, log=print, max_test=None, probe_backend="tf",
+               dtype=None, strategy=None):
+    """Probe every task (with/without prompt) and write results.json + results.md to `out_dir`.
+
+    With both prompt modes, f(text) and f(text + prompt) come from one forward
+    pass per text (`SentenceFeatures.f_pair`). `dtype`: compute dtype (a spec
+    loads in float32 by default; a `LanguageModel` keeps its own).
+    """
     features = check_probe_features(features)
-    lm = load_lm(model) if isinstance(model, str) else model
+    lm = resolve_lm(model, dtype)
     cache_dir = default_cache_dir() if cache_dir is None else (cache_dir or None)
     t0 = time.time()
     rows = []
+    pair = set(prompt_modes) == {False, True}
+    sfs = {}
     for task, prompt in task_prompt_modes(tasks, prompt_modes, log):
+        if task.name not in sfs:
+            sfs[task.name] = task_features(lm, task, features, word_mode, cache_dir, progress, strategy)
         rows += probe_task(lm, task, features, prompt, data_dir, word_mode, max_train, seed,
-                           cache_dir, detokenize, strip_prompt_space, progress, log, max_test, probe_backend)
+                           cache_dir, detokenize, strip_prompt_space, progress, log, max_test, probe_backend,
+                           sf=sfs[task.name], pair=pair)
     header, table = results_table(rows)
     result = {
-        "model": lm.name, "fingerprint": lm.fingerprint(), "features": features, "word_mode": word_mode,
-        "max_train": max_train, "max_test": max_test, "detokenize": detokenize,
+        "model": lm.name, "fingerprint": lm.fingerprint(), "dtype": lm.dtype, "features": features,
+        "word_mode": word_mode, "max_train": max_train, "max_test": max_test, "detokenize": detokenize,
         "strip_prompt_space": resolve_strip_prompt_space(lm.tokenizer, strip_prompt_space),
         "probe_backend": probe_backend,
         "wall_time_s": round(time.time() - t0, 1), "rows": rows,

