@@ -377,11 +377,12 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
+    # Before the parser is built: building it may import TensorFlow (e.g. --dtype's choices).
+    native_logs.configure(verbose="--verbose" in argv)
+    parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv
-    native_logs.configure(verbose=args.verbose)
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, ConnectionError, FloatingPointError) as e:
