@@ -24,7 +24,7 @@ class ForwardPass:
     def __init__(self, extractor, strategy=None):
         self.extractor = extractor
         self.strategy = strategy
-        if strategy is not None and getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)():
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             raise ValueError("extraction runs under a single-machine strategy; split an extraction across "
                              "machines with num_shards / shard_index")
         self.replicas = int(strategy.num_replicas_in_sync) if strategy is not None else 1
