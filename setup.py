@@ -27,6 +27,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "torch==2.13.0", "transformers==4.57.6"],
+        # bench/real_lm.py: transformers reads the SmolLM2 GGUF through accelerate
+        "bench": ["torch==2.13.0", "transformers==4.57.6", "accelerate>=1.0"],
     },
     entry_points={"console_scripts": ["tflm=tflm.cli:main"]},
 )
