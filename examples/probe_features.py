@@ -54,7 +54,7 @@ def probe_features(model=DEFAULT_MODEL, task="sst2", features=("f", "phi_p", "su
 
     results = {}
     for name in features:
-        res = logistic_probe(X_train[name], y_train, X_test[name], y_test, task=task.name, feature=name)
+        res = logistic_probe(X_train[name], y_train, X_test[name], y_test, **task.probe_solver(name))
         results[name] = {
             "test_accuracy": res["test_accuracy"],
             "C": res["C"],

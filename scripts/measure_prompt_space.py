@@ -116,7 +116,7 @@ def main(argv=None):
                 if feat == "phi_p":
                     Xtr, Xte = sf.derive(Xtr, ["phi_p"])["phi_p"], sf.derive(Xte, ["phi_p"])["phi_p"]
                 t1 = time.time()
-                r = logistic_probe(Xtr, z["train_y"], Xte, z["test_y"], task=task.name, feature=feat)
+                r = logistic_probe(Xtr, z["train_y"], Xte, z["test_y"], **task.probe_solver(feat))
                 entry[f"{feat}_{choice}"] = r["test_accuracy"]
                 print(f"  {name} {feat:6s} {choice:5s} test {100 * r['test_accuracy']:.1f} ({time.time() - t1:.0f}s)")
             if task.posneg_words and task.num_classes == 2:
