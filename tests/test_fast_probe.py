@@ -119,3 +119,22 @@ def test_convergence_is_counted_and_errors():
         LogisticProbe(hessian_dtype="int8").fit(X, y)
     with pytest.raises(ValueError, match="single class"):
         newton_lrcv(X, np.zeros(len(X)), [(np.arange(60), np.arange(60, 120))], [1.0])
+
+
+def test_large_multinomial_fits_run_on_sklearn_and_say_so(monkeypatch):
+    """Past MAX_NEWTON_MULTINOMIAL_DIM unknowns the tf backend hands a multinomial fit to sklearn."""
+    import importlib
+
+    lp = importlib.import_module("tflm.probes.logistic_probe")
+
+    X, y = make_blobs(n_samples=90, centers=3, n_features=4, random_state=0)
+    kw = dict(solver="sag", multi_class="multinomial", Cs=[0.1, 1.0], max_iter=500)
+    small = LogisticProbe(backend="tf", **kw).fit(X, y)
+    assert small.summary()["backend"] == "tf"  # 3 x (4 + 1) = 15 unknowns
+    monkeypatch.setattr(lp, "MAX_NEWTON_MULTINOMIAL_DIM", 14)
+    large = LogisticProbe(backend="tf", **kw).fit(X, y)
+    reference = LogisticProbe(backend="sklearn", **kw).fit(X, y)
+    assert large.summary()["backend"] == "sklearn"
+    np.testing.assert_array_equal(large.coef_, reference.coef_)
+    ovr = LogisticProbe(backend="tf", Cs=[0.1, 1.0]).fit(X, y)  # one-vs-rest stays on Newton
+    assert ovr.summary()["backend"] == "tf"

@@ -12,7 +12,7 @@ from tflm.models import load_lm
 from tflm.probes import LogisticProbe
 from tflm.probes.export import export_sklearn_probe, probe_mode
 from tflm.probes.linear_probe_head import LinearProbeHead
-from tflm.tokenization.tokenizer import pad_batch
+from tflm.tokenization.text_encoding import pad_batch
 
 
 def test_linear_probe_head_modes_and_config():

@@ -77,6 +77,10 @@ MAX_ITER = 200
 RANDOM_STATE = 0
 LARGE_TRAIN = 10_000
 BACKENDS = ("tf", "sklearn")
+# Largest multinomial Newton system (k (d + 1) unknowns) the "tf" backend takes on. On SmolLM2's sst5
+# phi_p (k (d + 1) = 2,885) a Cholesky per Newton step on an ill-conditioned problem ran for over 20
+# minutes on this 2-core machine where sklearn's sag takes minutes: larger multinomial fits use sklearn.
+MAX_NEWTON_MULTINOMIAL_DIM = 1024
 
 
 def paper_Cs(n_train):
@@ -266,7 +270,8 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
         if isinstance(self.cv, (int, np.integer)):
             folds = list(StratifiedKFold(int(self.cv)).split(X, y))
         t0 = time.time()
-        if self.backend == "tf":
+        self.backend_used_ = self._backend_for(mode, len(classes), d)
+        if self.backend_used_ == "tf":
             self._fit_newton(X, y, folds, mode)
         else:
             self._fit_sklearn(X, y, folds, mode)
@@ -275,6 +280,14 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
         self.mode_ = mode
         self.n_features_in_ = d
         return self
+
+    def _backend_for(self, mode, k, d):
+        """The backend this fit uses: the multinomial Newton system has k (d + 1) unknowns per
+        problem, and past `MAX_NEWTON_MULTINOMIAL_DIM` its dense Hessian (a Cholesky per step) is
+        slower than sklearn's sag; such fits run on sklearn, and `summary()` says so."""
+        if self.backend == "tf" and mode == "multinomial" and k * (d + 1) > MAX_NEWTON_MULTINOMIAL_DIM:
+            return "sklearn"
+        return self.backend
 
     def _fit_newton(self, X, y, folds, mode):
         if self.dual and self.solver != "liblinear":
@@ -341,7 +354,7 @@ class LogisticProbe(ClassifierMixin, BaseEstimator):
             "n_classes": int(len(self.classes_)),
             "classes": self.classes_.tolist(),
             "solver": self.solver,
-            "backend": self.backend,
+            "backend": self.backend_used_,
             "multi_class": self.mode_,
             "dual": self.dual_,
             "n_convergence_warnings": int(self.n_convergence_warnings_),
