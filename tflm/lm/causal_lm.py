@@ -53,7 +53,7 @@ class CausalLM(keras.Model):
         if self.head is not None and not self.head.built:
             self.head.build()
         if self.objective == "quad" and not self.phi_trainable:
-            d = self.backbone.hidden_dim
+            d = self.head.hidden_dim if self.head is not None else self.backbone.hidden_dim
             self._frozen_gram = self.add_weight(
                 shape=(d, d), initializer="zeros", trainable=False, name="frozen_gram"
             )
@@ -71,9 +71,11 @@ class CausalLM(keras.Model):
         return self.head.trainable_phi if self.head is not None else True
 
     def refresh_gram(self):
-        """Recompute the constant Gram matrix of a frozen Phi."""
+        """Recompute the constants of a frozen Phi: its Gram matrix and the head's G^-1/2."""
         if not self.built:
             self.build()
+        if self.head is not None and not self.phi_trainable:
+            self.head.refresh_whitening()
         if self._frozen_gram is not None:
             self._frozen_gram.assign(gram_matrix(ops.convert_to_tensor(self.phi)))
 
@@ -87,16 +89,24 @@ class CausalLM(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         mask = sample_weight if sample_weight is not None else x["padding_mask"]
         phi = ops.convert_to_tensor(self.phi)
-        n_local = ops.sum(ops.cast(mask, y_pred.dtype))
+        n_local = ops.sum(ops.cast(mask, "float32"))
         if self.objective == "xent":
             loss = self.xent_loss(y_pred, phi, y, mask)
             self.softmax_xent.update_state(loss, sample_weight=n_local)
         else:
+            # Quad's objective is a small difference of two terms: float32 even
+            # under a mixed-precision body (f is (B, T, d), so this is cheap).
             gram = None if self._frozen_gram is None else self._frozen_gram
-            loss = self.quad_loss(y_pred, phi, y, mask, gram=gram)
+            loss = self.quad_loss(ops.cast(y_pred, "float32"), phi, y, mask, gram=gram)
             if not training:
                 self.softmax_xent.update_state(self.xent_loss(y_pred, phi, y, mask), sample_weight=n_local)
         return self._replica_share(loss, n_local)
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        if self.objective == "quad":
+            logs.pop("softmax_xent", None)  # evaluation-only for Quad: not a 0 in the progress bar
+        return logs
 
     @staticmethod
     def _replica_share(loss, n_local):
@@ -160,9 +170,14 @@ class CausalLM(keras.Model):
         return cls(**deserialize_nested(config, ("backbone", "head")))
 
 
-def make_untied_head(vocabulary_size, hidden_dim, trainable_phi=True, phi=None, name="untied_head"):
-    """An `UntiedHead`, optionally with Phi initialised from a (V, d) matrix."""
-    head = UntiedHead(vocabulary_size, hidden_dim, trainable_phi=trainable_phi, name=name)
+def make_untied_head(vocabulary_size, hidden_dim, trainable_phi=True, phi=None, name="untied_head", **options):
+    """A built float32 `UntiedHead` (`options`: its other arguments), Phi optionally set from a (V, d) matrix.
+
+    The head is float32 whatever the global dtype policy: f, and the
+    whitening map G^-1/2 in particular, keep full precision under a
+    mixed-precision body.
+    """
+    head = UntiedHead(vocabulary_size, hidden_dim, trainable_phi=trainable_phi, name=name, dtype="float32", **options)
     head.build()
     if phi is not None:
         head.set_phi(phi)
