@@ -84,3 +84,11 @@ def test_config_errors_name_fields_not_flags(fields, message):
     with pytest.raises(ValueError, match=message) as e:
         PretrainConfig(**{**base, **fields})
     assert "--" not in str(e.value)
+
+
+def test_card_records_no_absolute_paths():
+    cfg = PretrainConfig(objective="xent", corpus="/data/machine/corpus/train.txt", out_dir="o",
+                         command="tflm pretrain --corpus /data/machine/corpus/train.txt --steps 3")
+    card = cfg.card()
+    assert card["corpus"] == "corpus/train.txt"
+    assert card["command"] == "tflm pretrain --corpus corpus/train.txt --steps 3"

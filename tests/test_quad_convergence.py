@@ -111,3 +111,23 @@ def test_whitened_head_config_and_features():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(head(h)), want, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="frozen Phi"):
         UntiedHead(V, D, trainable_phi=True, whiten=True)
+
+
+def test_whitened_training_is_invariant_to_the_scale_of_phi():
+    """(f, Phi) -> (s f, Phi / s) leaves Quad's loss unchanged; whitened training does not even see s."""
+    phi, x, y, weights, _ = synthetic_problem()
+    runs = []
+    for scale in (1.0, 1e-3):
+        keras.utils.set_random_seed(0)
+        backbone = keras_hub.models.GPT2Backbone(vocabulary_size=V, num_layers=1, num_heads=2, hidden_dim=D,
+                                                 intermediate_dim=32, max_sequence_length=4, dropout=0.0)
+        head = make_untied_head(V, D, trainable_phi=False, phi=phi * scale, whiten=True)
+        model = CausalLM(backbone, "quad", head=head)
+        model.compile(optimizer=ReplicaAwareAdamW(1e-2, weight_decay=0.0, global_clipnorm=1.0), jit_compile=False)
+        hist = model.fit(x, y, sample_weight=weights, batch_size=K * V, epochs=3, verbose=0, shuffle=False)
+        f = keras.ops.convert_to_numpy(model(x))
+        runs.append((hist.history["loss"], model.head.f_lin.kernel.numpy(), f))
+    (loss_a, k_a, f_a), (loss_b, k_b, f_b) = runs
+    np.testing.assert_allclose(loss_a, loss_b, rtol=1e-4)
+    np.testing.assert_allclose(k_a, k_b, atol=1e-4)  # |k| ~ 0.3: float32 rounding only
+    np.testing.assert_allclose(f_b, f_a * 1e3, rtol=1e-3, atol=1e-6)  # only f's scale moves

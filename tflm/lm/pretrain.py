@@ -126,7 +126,14 @@ class PretrainConfig:
     (default: GPT-2 BPE); with a Phi of another width than the body, f_lin
     maps the body's width to Phi's. `whiten` (None: on for Quad with a
     frozen Phi) trains f = G^-1/2 g (see `UntiedHead`); `f_lin_init` is
-    f_lin's kernel initializer for a new head. `mixed_precision` trains
+    f_lin's kernel initializer for a new head. `normalize_phi` (None: on
+    for Quad with a frozen Phi) stores the given Phi scaled to
+    ||Phi||_F = 1 (tr G = 1). The Quad loss -f.phi_w + 1/2 f^T G f and the
+    logits f.Phi^T are invariant under (f, Phi) -> (s f, Phi / s), and so
+    is whitened training (g and G^-1/2 phi_w do not change), so this only
+    fixes the gauge: without it f* = G^-1 Phi p has norm ~1/sqrt(tr G)
+    (~0.005 for a V = 50k embedding) and a probe's L2 penalty, tuned for
+    O(1) features, sees none of it. `mixed_precision` trains
     the backbone under Keras' "mixed_bfloat16" policy (the head, the losses
     and the saved weights stay float32).
 
@@ -150,6 +157,7 @@ class PretrainConfig:
     tokenizer: Optional[str] = None
     whiten: Optional[bool] = None
     f_lin_init: str = "glorot_uniform"
+    normalize_phi: Optional[bool] = None
     mixed_precision: bool = False
     steps: int = 1000
     batch_size: int = 16
@@ -187,6 +195,10 @@ class PretrainConfig:
             raise ValueError(f"weights_dtype={self.weights_dtype!r}: choose float32 or float16")
 
     @property
+    def use_normalized_phi(self):
+        return self.objective == "quad" and self.fix_phi if self.normalize_phi is None else bool(self.normalize_phi)
+
+    @property
     def use_whitening(self):
         return self.objective == "quad" and self.fix_phi if self.whiten is None else bool(self.whiten)
 
@@ -201,6 +213,7 @@ class PretrainConfig:
             "init_phi": _describe_path(self.init_phi),
             "whiten": self.use_whitening,
             "f_lin_init": self.f_lin_init,
+            "normalize_phi": self.use_normalized_phi,
             "mixed_precision": "mixed_bfloat16" if self.mixed_precision else None,
             "steps": self.steps,
             "batch_size": self.batch_size,
@@ -211,18 +224,28 @@ class PretrainConfig:
             "weight_decay": self.weight_decay,
             "clip_norm": self.clip_norm,
             "seed": self.seed,
-            "command": self.command,
+            "command": _describe_command(self.command),
         }
 
 
 def _describe_path(path):
-    """A path as the card records it: its last two components (no machine-specific prefix)."""
+    """A path as the card records it: its last two components (no machine-specific prefix).
+
+    The corpus is identified by this name and its SHA-256 (`corpus_sha256`).
+    """
     if path is None:
         return None
     path = os.path.normpath(str(path))
-    if not os.path.exists(path):
+    if not (os.path.isabs(path) or os.path.exists(path)):
         return path  # a name (tiny-gpt2, a preset), not a path
     return "/".join(path.split(os.sep)[-2:])
+
+
+def _describe_command(command):
+    """The command line with every absolute path shortened as `_describe_path` does."""
+    if command is None:
+        return None
+    return " ".join(_describe_path(t) if os.path.isabs(t) else t for t in str(command).split())
 
 
 def _load_matrix(source, vocabulary_size, hidden_dim, what):
@@ -238,6 +261,12 @@ def _load_matrix(source, vocabulary_size, hidden_dim, what):
             f"{what} from {source}: shape {m.shape}, expected ({vocabulary_size}, {hidden_dim or 'd'})"
         )
     return m
+
+
+def unit_frobenius(phi):
+    """Phi / ||Phi||_F, i.e. tr(G) = 1: the Quad gauge of a frozen Phi (see `PretrainConfig`)."""
+    phi = np.asarray(phi, dtype=np.float32)
+    return phi / np.float32(np.linalg.norm(phi.astype(np.float64)))
 
 
 def _with_policy(backbone, policy):
@@ -262,6 +291,7 @@ def build_causal_lm(
     whiten=None,
     f_lin_init="glorot_uniform",
     mixed_precision=False,
+    normalize_phi=None,
 ):
     """A `CausalLM` and its tokenizer (the arguments are `PretrainConfig`'s model fields)."""
     from tflm.models import load_lm
@@ -270,6 +300,8 @@ def build_causal_lm(
         raise ValueError("fix_phi needs an untied head (untied=True): a tied Phi is the trained input embedding")
     if whiten is None:
         whiten = objective == "quad" and fix_phi
+    if normalize_phi is None:
+        normalize_phi = objective == "quad" and fix_phi
     head = None
     if init is not None:
         lm = load_lm(init)
@@ -296,6 +328,8 @@ def build_causal_lm(
             phi = _load_matrix(init_phi, v, None, "Phi")
         elif init_embeddings is not None or init is not None:
             phi = keras.ops.convert_to_numpy(backbone.token_embedding.embeddings)
+        if phi is not None and normalize_phi:
+            phi = unit_frobenius(phi)
         head = make_untied_head(
             v, d if phi is None else phi.shape[1], trainable_phi=not fix_phi, phi=phi, input_dim=d,
             whiten=whiten, kernel_initializer=f_lin_init,
@@ -342,7 +376,7 @@ def prepare(cfg):
     with strat.scope():
         model, tokenizer = build_causal_lm(
             cfg.objective, cfg.config, cfg.init, cfg.untied, cfg.fix_phi, cfg.init_embeddings, cfg.init_phi,
-            cfg.tokenizer, cfg.use_whitening, cfg.f_lin_init, cfg.mixed_precision,
+            cfg.tokenizer, cfg.use_whitening, cfg.f_lin_init, cfg.mixed_precision, cfg.use_normalized_phi,
         )
     max_len = getattr(model.backbone, "max_sequence_length", None)
     if max_len is not None and cfg.seq_len > max_len:
