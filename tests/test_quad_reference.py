@@ -48,3 +48,22 @@ def test_quad_reference_matches_v_dim_formulas(pair):
 def test_quad_reference_rejects_bad_blocks(pair):
     with pytest.raises(ValueError, match="blocks must be"):
         quad_reference(*pair, np.zeros((2,), "int32"))
+
+
+def test_analyze_cli_reports_q_ref(tmp_path):
+    import json
+
+    from tflm import cli
+
+    valid = tmp_path / "valid.txt"
+    valid.write_text("A clever script and warm performances; the ending dragged a little. " * 40 + "\n")
+    out = tmp_path / "an"
+    assert cli.main(["analyze", "--quad-model", "tiny-gpt2-untied", "--xent-model", "tiny-gpt2",
+                     "--valid", str(valid), "--valid-blocks", "1", "--out", str(out)]) == 0
+    res = json.load(open(out / "analysis.json"))["quad_reference"]
+    assert res["blocks"] == 1 and res["positions"] == res["seq_len"] == 128
+    assert res["q_ref_analytic"] < 0 and np.isfinite(res["q_model"])
+    assert "Quad objective vs Q_ref" in (out / "analysis.md").read_text()
+    with pytest.raises(SystemExit):
+        cli.main(["analyze", "--quad-model", "tiny-gpt2-untied", "--valid-blocks", "x"])
+    assert cli.main(["analyze", "--quad-model", "tiny-gpt2-untied", "--out", str(out)]) == 2

@@ -4,14 +4,17 @@ Two stages for the cross-entropy model (800 steps from scratch, then 800 more st
 that model at a lower peak learning rate), and the paper's Quad setup for the Quad model:
 untied head (body -> f_lin -> Phi) with Phi and the input embeddings initialised from the
 (final) cross-entropy model and Phi frozen ("fixed Phi", as the paper's code does with
-pretrained GPT-2 embeddings); the body is trained from scratch, with the whitened
-parameterisation f = G^-1/2 g (`UntiedHead(whiten=True)`) and f_lin initialised at zero.
+pretrained GPT-2 embeddings), stored with unit Frobenius norm (Quad's gauge, see
+`PretrainConfig`); the body is trained from scratch, with the whitened parameterisation
+f = G^-1/2 g (`UntiedHead(whiten=True)`) and f_lin initialised at zero.
 All on ../shared/data/corpus/imdb_unsup with the GPT-2 BPE.
 """
 
 import json
 import os
 import shutil
+
+from tflm.report import write_json
 
 from tflm.lm.pretrain import pretrain
 
@@ -68,4 +71,14 @@ def train_default_model(name, corpus_dir, work_dir, out_dir, command=None):
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
     print(json.dumps({k: v for k, v in card.items() if k != "history"}, indent=1))
+    return card
+
+
+def add_to_card(model_dir, fields):
+    """Merge evaluation results (e.g. Q_ref, probe accuracies, notes) into `model_dir/model_card.json`."""
+    path = os.path.join(model_dir, "model_card.json")
+    with open(path, encoding="utf-8") as f:
+        card = json.load(f)
+    card.update(fields)
+    write_json(path, card)
     return card

@@ -298,6 +298,7 @@ def build_causal_lm(
 
     if fix_phi and not (untied or init is not None):
         raise ValueError("fix_phi needs an untied head (untied=True): a tied Phi is the trained input embedding")
+    whiten_asked = bool(whiten)
     if whiten is None:
         whiten = objective == "quad" and fix_phi
     if normalize_phi is None:
@@ -335,7 +336,7 @@ def build_causal_lm(
             whiten=whiten, kernel_initializer=f_lin_init,
         )
     elif head is not None:
-        if whiten and not head.whiten:
+        if whiten_asked and not head.whiten:
             raise ValueError(f"{init}: its head has no whitening; start from its weights with init_embeddings/init_phi")
         if init_phi is not None:
             head.set_phi(_load_matrix(init_phi, v, head.hidden_dim, "Phi"))
