@@ -67,3 +67,15 @@ def test_analyze_cli_reports_q_ref(tmp_path):
     with pytest.raises(SystemExit):
         cli.main(["analyze", "--quad-model", "tiny-gpt2-untied", "--valid-blocks", "x"])
     assert cli.main(["analyze", "--quad-model", "tiny-gpt2-untied", "--out", str(out)]) == 2
+
+
+def test_quad_table_marks_tasks_without_data(tmp_path):
+    from tflm.jobs.quad_comparison import compare_quad_xent, quad_table
+
+    logs = []
+    entries = compare_quad_xent([("tiny", "tiny-gpt2-untied", "tiny-gpt2")], tasks=["cr"], data_dir=str(tmp_path),
+                                log=logs.append)
+    assert [e["model"] for e in entries] == ["quad", "xent"] and all("cr" in e["missing"] for e in entries)
+    header, rows = quad_table(entries, ["cr"])
+    assert header[-1] == "cr f" and [r[-1] for r in rows] == ["no data", "no data"]
+    assert any("cr: no data" in line for line in logs)

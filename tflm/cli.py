@@ -213,8 +213,9 @@ def build_parser():
     s.add_argument("--tasks", type=_csv(str), default=["sst2"])
     s.add_argument("--quad-pair", type=_quad_pair, action="append", metavar="NAME=QUAD,XENT",
                    help="another (Quad model, cross-entropy model) pair for the Quad-vs-xent table (repeatable)")
-    s.add_argument("--quad-tasks", type=_csv(str), default=["sst2", "sst5", "cr", "mpqa"],
-                   help="tasks of the Quad-vs-xent table (f probes)")
+    s.add_argument("--quad-tasks", type=_csv(str),
+                   help="tasks of the Quad-vs-xent table (f probes; default sst2,sst5,cr,mpqa with the shipped "
+                        "models, else --tasks)")
     s.add_argument("--data", help="data folder (default: shipped SST-2)")
     s.add_argument("--features", type=_csv(str), default=["f", "phi_p", "subset", "class", "zeroshot"])
     s.add_argument("--max-train", type=int, default=None,

@@ -4,6 +4,7 @@ from tflm.jobs.analyze_job import model_card
 from tflm.jobs.probe_job import run_probes
 from tflm.models import load_lm
 from tflm.report import fmt
+from tflm.tasks import DataError
 
 QUAD_TASKS = ("sst2", "sst5", "cr", "mpqa")
 
@@ -14,7 +15,9 @@ def compare_quad_xent(pairs, tasks=QUAD_TASKS, data_dir=None, max_train=None, ca
     `pairs`: [(name, quad model SPEC, cross-entropy model SPEC)], each pair
     trained on the same corpus, tokens and body. Returns one dict per model:
     pair, model ("quad" / "xent"), spec, name, the card's objective, steps,
-    val_objective, q_ref, val_perplexity, and ``f``: {task: test accuracy}.
+    val_objective, q_ref, val_perplexity, ``f``: {task: test accuracy} and
+    ``missing``: {task: why} for tasks without data here (shown as "no data",
+    and logged: without `data_dir` a fresh install ships SST-2 only).
     """
     entries = []
     for pair, quad, xent in pairs:
@@ -22,14 +25,21 @@ def compare_quad_xent(pairs, tasks=QUAD_TASKS, data_dir=None, max_train=None, ca
             lm = load_lm(spec) if isinstance(spec, str) else spec
             card = model_card(spec)
             log(f"\n== Quad vs xent, {pair}: {label} ({lm.name}) ==")
-            probes = run_probes(lm, tasks, ["f"], data_dir=data_dir, prompt_modes=(False,), max_train=max_train,
-                                cache_dir=cache_dir, progress=False, log=log)
+            f, missing = {}, {}
+            for task in tasks:
+                try:
+                    probes = run_probes(lm, [task], ["f"], data_dir=data_dir, prompt_modes=(False,),
+                                        max_train=max_train, cache_dir=cache_dir, progress=False, log=log)
+                except DataError as e:
+                    missing[task] = str(e)
+                    log(f"  {task}: no data ({e})")
+                    continue
+                f.update({r["row"]: r.get("test_accuracy") for r in probes["rows"] if r["feature"] == "f"})
             entries.append({
                 "pair": pair, "model": label, "spec": str(spec), "name": lm.name,
                 "objective": card.get("objective"), "steps": card.get("steps"),
                 "val_objective": card.get("val_objective"), "q_ref": card.get("q_ref"),
-                "val_perplexity": card.get("val_perplexity"),
-                "f": {r["row"]: r.get("test_accuracy") for r in probes["rows"] if r["feature"] == "f"},
+                "val_perplexity": card.get("val_perplexity"), "f": f, "missing": missing,
             })
     return entries
 
@@ -42,5 +52,6 @@ def quad_table(entries, tasks=QUAD_TASKS):
         return "-" if x is None else format(x, spec)
 
     rows = [[e["pair"], e["model"], num(e["steps"], "d"), num(e["val_objective"], ".5f"), num(e["q_ref"], ".5f"),
-             num(e["val_perplexity"], ".1f")] + [fmt(e["f"].get(t)) for t in tasks] for e in entries]
+             num(e["val_perplexity"], ".1f")]
+            + ["no data" if t in e.get("missing", {}) else fmt(e["f"].get(t)) for t in tasks] for e in entries]
     return header, rows

@@ -58,11 +58,13 @@ def pattern_checks(rows):
 
 def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_dir="results",
               features=DEFAULT_FEATURES, max_train=None, contexts=6000, pca_dims=32, finetune=False,
-              finetune_kwargs=None, cache_dir="", quad_pairs=None, quad_tasks=QUAD_TASKS, log=print):
+              finetune_kwargs=None, cache_dir="", quad_pairs=None, quad_tasks=None, log=print):
     """Run the main job and write `out_dir/REPORT.md` (+ results.json, PNGs). Returns the result dict.
 
     The Quad-vs-xent table probes f on `quad_tasks` for the pair (quad_model,
-    model) and every extra (name, quad SPEC, xent SPEC) in `quad_pairs`.
+    model) and every extra (name, quad SPEC, xent SPEC) in `quad_pairs`;
+    `quad_tasks` defaults to sst2, sst5, cr, mpqa with the shipped models
+    (a task without data shows "no data"), else to `tasks`.
     """
     t0 = time.time()
     os.makedirs(out_dir, exist_ok=True)
@@ -96,6 +98,7 @@ def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_d
         result["models"][label] = entry
     pairs = ([("shipped" if shipped else "given", quad_model, model)] if quad_model else []) + list(quad_pairs or [])
     if pairs:
+        quad_tasks = quad_tasks or (QUAD_TASKS if shipped else tasks)
         result["quad_tasks"] = list(quad_tasks)
         result["quad_comparison"] = compare_quad_xent(pairs, quad_tasks, data_dir=data_dir, max_train=max_train,
                                                       cache_dir=cache_dir, log=log)
