@@ -29,6 +29,13 @@ class CausalLM(keras.Model):
         head: optional `UntiedHead` (f_lin + untied Phi); None means tied
             Phi = token embedding (standard GPT-2).
 
+    Quad with a frozen Phi trains best with a whitened head
+    (`UntiedHead(whiten=True)`, the `pretrain` default there): the head
+    outputs f = G^-1/2 g, and the Quad loss computed on f, -f.phi_w +
+    1/2 f^T G f, is exactly -g.(G^-1/2 phi_w) + 1/2 ||g||^2 in the network's
+    output g, whose Hessian is the identity instead of G. `fit` (re)computes
+    G and G^-1/2 of the frozen Phi before training.
+
     Metrics: `softmax_xent` (the softmax cross-entropy of the logits f.Phi^T,
     so perplexity = exp(softmax_xent)) is tracked for every objective; for
     Quad it is computed in evaluation only (its V-dim cost is what Quad's
