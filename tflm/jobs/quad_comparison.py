@@ -51,7 +51,7 @@ def quad_table(entries, tasks=QUAD_TASKS):
     def num(x, spec):
         return "-" if x is None else format(x, spec)
 
-    rows = [[e["pair"], e["model"], num(e["steps"], "d"), num(e["val_objective"], ".5f"), num(e["q_ref"], ".5f"),
+    rows = [[e["pair"], e["model"], num(e["steps"], "d"), num(e["val_objective"], ".4g"), num(e["q_ref"], ".4g"),
              num(e["val_perplexity"], ".1f")]
             + ["no data" if t in e.get("missing", {}) else fmt(e["f"].get(t)) for t in tasks] for e in entries]
     return header, rows
