@@ -6,8 +6,10 @@
 Each is a 4-layer, d=128 GPT-2 (full 50,257-token GPT-2 BPE vocabulary) trained on
 the real unlabeled IMDb reviews of ../shared/data/corpus/imdb_unsup. `xent` is a
 standard tied GPT-2 trained with cross-entropy; `quad` is the paper's untied model
-(body -> f_lin -> separate, learned Phi) trained with the Quad objective. Weights are
-stored in float16 to keep the repository lean; training checkpoints stay in --work.
+(body -> f_lin -> Phi) trained with the Quad objective against the xent model's
+embeddings as a frozen Phi, in the whitened parameterisation f = G^-1/2 g (it starts
+from the shipped xent model when `--out` holds one). Weights are stored in float16 to
+keep the repository lean; training checkpoints stay in --work.
 """
 
 import argparse

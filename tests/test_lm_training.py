@@ -234,7 +234,7 @@ class Keep(keras.callbacks.Callback):
 runs = {}
 for strategy in ("one", "mirrored"):
     keep = Keep()
-    card = pretrain("quad", sys.argv[1], f"{sys.argv[2]}/{strategy}", untied=True, config="tiny",
+    card = pretrain(objective="quad", corpus=sys.argv[1], out_dir=f"{sys.argv[2]}/{strategy}", untied=True, config="tiny",
                     steps=3, checkpoint_every=3, batch_size=4, seq_len=16, warmup_steps=1, lr=1e-2,
                     strategy=strategy, verbose=0, callbacks=[keep])
     runs[strategy] = (card, keep)
@@ -324,8 +324,8 @@ def test_quad_optimum_and_excess_loss():
         ("missing", "corpus not found"),
         ("short", "shorter than one block"),
         ("unknown_config", "unknown config 'huge'"),
-        ("fix_phi_tied", "--fix-phi needs an untied head"),
-        ("steps_multiple", "must be a multiple of --checkpoint-every"),
+        ("fix_phi_tied", "fix_phi needs an untied head"),
+        ("zero_steps", "steps must be positive"),
     ],
 )
 def test_cli_pretrain_bad_input(case, expected, corpus, tmp_path, capsys):
@@ -342,8 +342,8 @@ def test_cli_pretrain_bad_input(case, expected, corpus, tmp_path, capsys):
         config = "huge"
     elif case == "fix_phi_tied":
         extra = ["--fix-phi"]
-    elif case == "steps_multiple":
-        extra = ["--steps", "5"]
+    elif case == "zero_steps":
+        extra = ["--steps", "0"]
     argv = ["pretrain", "--objective", "quad", "--corpus", str(src), "--out", str(tmp_path / "out"),
             "--config", config, "--seq-len", "32", "--steps", "2", "--checkpoint-every", "2", "--no-jit"]
     rc = cli.main(argv + extra)

@@ -170,12 +170,17 @@ def test_quad_table_with_stand_in_models(tmp_path, data_dir, monkeypatch):
         dirs[name] = str(tmp_path / name)
         save_preset_dir(tflm.load_lm(spec), dirs[name], model_card={"objective": name[-4:], "val_perplexity": 9.5})
     monkeypatch.setattr(reproduce_job, "default_model", dirs.__getitem__)
-    monkeypatch.setattr(reproduce_job, "DEFAULT_FEATURES", ("f", "phi_p"))
     res = run_tables("tiny-gpt2", ["quad"], out_dir=str(tmp_path / "out"), data_dir=data_dir, cache_dir="",
                      log=lambda *a: None)
-    assert set(res["quad"]) == {"xent", "quad"} and res["quad"]["quad"]["objective"] == "quad"
+    entries = res["quad"]["entries"]
+    assert [(e["pair"], e["model"], e["objective"]) for e in entries] == [("shipped", "quad", "quad"),
+                                                                       ("shipped", "xent", "xent")]
+    assert all(set(e["f"]) == set(res["quad"]["tasks"]) and not e["missing"] for e in entries)
     report = open(tmp_path / "out" / "REPORT.md").read()
-    assert "## Quad vs cross-entropy" in report and "| quad | quad | 9.5 | sst2* |" in report
+    assert "## Quad vs cross-entropy" in report
+    for e in entries:
+        row = next(line for line in report.splitlines() if line.startswith(f"| shipped | {e['model']} |"))
+        assert row.endswith(" | ".join(f"{100 * e['f'][t]:.1f}" for t in res["quad"]["tasks"]) + " |")
 
 
 def test_prompt_space_default_per_tokenizer_family():

@@ -61,6 +61,14 @@ def _strategy(name):
     return get_strategy(name)
 
 
+def _quad_pair(text):
+    name, _, specs = text.partition("=")
+    models = specs.split(",")
+    if not name or len(models) != 2 or not all(models):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=QUAD_MODEL,XENT_MODEL")
+    return (name, models[0], models[1])
+
+
 def cmd_info(args):
     from tflm.models import load_lm
 
@@ -82,9 +90,9 @@ def cmd_tokenize(args):
 
 
 def cmd_pretrain(args):
-    from tflm.lm.pretrain import pretrain
+    from tflm.lm.pretrain import PretrainConfig, pretrain
 
-    card = pretrain(
+    card = pretrain(PretrainConfig(
         objective=args.objective,
         corpus=args.corpus,
         out_dir=args.out,
@@ -95,6 +103,10 @@ def cmd_pretrain(args):
         fix_phi=args.fix_phi,
         init_embeddings=args.init_embeddings,
         init_phi=args.init_phi,
+        tokenizer=args.tokenizer,
+        whiten=args.whiten,
+        f_lin_init=args.f_lin_init,
+        mixed_precision=args.mixed_precision,
         steps=args.steps,
         batch_size=args.batch_size,
         seq_len=args.seq_len,
@@ -103,12 +115,13 @@ def cmd_pretrain(args):
         weight_decay=args.weight_decay,
         clip_norm=args.clip_norm,
         checkpoint_every=args.checkpoint_every,
+        valid_blocks=args.valid_blocks,
         strategy=args.strategy,
         seed=args.seed,
         jit_compile=not args.no_jit,
         weights_dtype=args.weights_dtype,
         command="tflm " + " ".join(args.argv),
-    )
+    ))
     for k in ("val_objective", "val_softmax_xent", "val_perplexity", "wall_time_s"):
         if k in card:
             print(f"{k:18s} {card[k]:.4f}")
@@ -168,9 +181,14 @@ def cmd_probe(args):
 def cmd_analyze(args):
     from tflm.jobs.analyze_job import analyze
 
+    pair = None
+    if args.quad_model or args.xent_model:
+        if not (args.quad_model and args.xent_model and args.valid):
+            raise ValueError("the Q_ref check needs --quad-model, --xent-model and --valid")
+        pair = (args.quad_model, args.xent_model)
     analyze(args.model, args.task, args.out, data_dir=args.data, checkpoints=args.checkpoints,
             n_contexts=args.contexts, pca_dims=args.pca_dims, max_train=args.max_train, seed=args.seed,
-            dtype=args.dtype)
+            dtype=args.dtype, quad_pair=pair, valid=args.valid, valid_blocks=args.valid_blocks)
     print(f"wrote {os.path.join(args.out, 'analysis.md')}")
 
 
@@ -197,7 +215,8 @@ def cmd_reproduce(args):
             ft["lrs"] = args.ft_lrs
         if args.ft_batch_sizes:
             ft["batch_sizes"] = args.ft_batch_sizes
-    reproduce(model=args.model, quad_model=args.quad_model, tasks=args.tasks, data_dir=args.data,
+    reproduce(model=args.model, quad_model=args.quad_model, quad_pairs=args.quad_pair, quad_tasks=args.quad_tasks,
+              tasks=args.tasks, data_dir=args.data,
               out_dir=args.out, features=args.features, max_train=args.max_train, finetune=args.finetune,
               finetune_kwargs=ft, cache_dir=args.cache_dir, strip_prompt_space=args.strip_prompt_space,
               real_lm=not args.no_real_lm, probe_backend=args.probe_backend, dtype=args.dtype, **real_lm_sizes)
@@ -276,6 +295,11 @@ def build_parser():
     s.add_argument("--model", help="model SPEC (default: the shipped cross-entropy model)")
     s.add_argument("--quad-model", help="a Quad-trained model to compare (default with the shipped models: the shipped Quad model)")
     s.add_argument("--tasks", type=_csv(str), default=["sst2"])
+    s.add_argument("--quad-pair", type=_quad_pair, action="append", metavar="NAME=QUAD,XENT",
+                   help="another (Quad model, cross-entropy model) pair for the Quad-vs-xent table (repeatable)")
+    s.add_argument("--quad-tasks", type=_csv(str),
+                   help="tasks of the Quad-vs-xent table (f probes; default sst2,sst5,cr,mpqa with the shipped "
+                        "models, else --tasks)")
     s.add_argument("--data", help="data folder of <task>/{train,dev,test}.tsv (default: $TFLM_DATA_DIR, else the shipped SST-2)")
     s.add_argument("--features", type=_csv(str), default=["f", "phi_p", "subset", "class", "zeroshot"])
     s.add_argument("--max-train", type=int, default=None,
@@ -315,6 +339,10 @@ def build_parser():
     s.add_argument("--pca-dims", type=int, default=32, help="fit log Z on the top-k PCs of f (0: all d dims)")
     s.add_argument("--max-train", type=int, default=2000, help="training sentences for probes (seeded subsample)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quad-model", help="Q_ref check: a Quad model with frozen Phi (with --xent-model and --valid)")
+    s.add_argument("--xent-model", help="Q_ref check: the cross-entropy model whose predictions define Q_ref")
+    s.add_argument("--valid", help="Q_ref check: validation text, one document per line (as for pretrain)")
+    s.add_argument("--valid-blocks", type=int, default=128, help="Q_ref check: validation blocks to use")
     s.add_argument("--out", default="results/analysis")
     _add_dtype(s)
     s.set_defaults(func=cmd_analyze)
@@ -331,6 +359,11 @@ def build_parser():
     s.add_argument("--fix-phi", action="store_true", help="freeze Phi (needs an untied head)")
     s.add_argument("--init-embeddings", help="initialise input embeddings (and untied Phi) from a .npy (V, d) or a model SPEC")
     s.add_argument("--init-phi", help="initialise the untied Phi from a .npy (V, d) or a model SPEC")
+    s.add_argument("--tokenizer", help="a model SPEC whose tokenizer a from-scratch body uses (default GPT-2 BPE)")
+    s.add_argument("--whiten", action=argparse.BooleanOptionalAction, default=None,
+                   help="train f = G^-1/2 g (default: on for Quad with --fix-phi)")
+    s.add_argument("--f-lin-init", default="glorot_uniform", help="f_lin kernel initializer of a new head (e.g. zeros)")
+    s.add_argument("--mixed-precision", action="store_true", help="train the body under Keras' mixed_bfloat16 policy")
     s.add_argument("--steps", type=int, default=1000)
     s.add_argument("--batch-size", type=int, default=16, help="global batch size (split across replicas)")
     s.add_argument("--seq-len", type=int, default=256)
@@ -338,7 +371,8 @@ def build_parser():
     s.add_argument("--warmup-steps", type=int, default=100)
     s.add_argument("--weight-decay", type=float, default=0.01)
     s.add_argument("--clip-norm", type=float, default=1.0)
-    s.add_argument("--checkpoint-every", type=int, default=200)
+    s.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (and one at the end)")
+    s.add_argument("--valid-blocks", type=int, default=64, help="validation blocks (of --seq-len tokens) to evaluate")
     s.add_argument("--strategy", default="auto", choices=["auto", "mirrored", "multiworker", "one"])
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-jit", action="store_true", help="disable XLA compilation")

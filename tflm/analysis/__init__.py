@@ -25,6 +25,7 @@ from tflm.analysis.log_partition import (
     quadratic_design,
     r_squared,
 )
+from tflm.analysis.quad_reference import quad_reference
 from tflm.analysis.theory import (
     augment_bias,
     bound,
@@ -54,7 +55,7 @@ __all__ = [
     "fit_gaussian_log_partition", "fit_linear_relation", "fit_quadratic_log_partition",
     "fit_reference_curve", "gaussian_quadrature_vocabulary", "kl", "linear_relation_report",
     "log_partition", "log_softmax", "logistic_loss", "n_quadratic_params",
-    "plot_accuracy_vs_loss", "plot_log_partition_fit", "quad_excess", "quad_optimum",
+    "plot_accuracy_vs_loss", "plot_log_partition_fit", "quad_excess", "quad_optimum", "quad_reference",
     "quadratic_design", "r_squared", "relative_error", "softmax", "softmax_lm_excess_loss",
     "softmax_optimum",
 ]

@@ -9,6 +9,7 @@ import numpy as np
 
 from tflm.analysis.accuracy_vs_loss import plot_accuracy_vs_loss
 from tflm.analysis.linear_relation import linear_relation_report
+from tflm.analysis.quad_reference import quad_reference
 from tflm.analysis.log_partition import (
     collect_log_partition,
     evaluate_quadratic_fit,
@@ -121,15 +122,53 @@ def accuracy_vs_loss(checkpoints, task, out_png, data_dir=None, max_train=2000, 
     return {"records": records, "reference_curve": plot["reference_curve"], "caption": plot["caption"], "plot": out_png}
 
 
+def model_card(spec):
+    """The `model_card.json` of a model directory as a dict ({} for anything else)."""
+    path = os.path.join(spec, "model_card.json") if isinstance(spec, str) and os.path.isdir(spec) else None
+    if path is None or not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def quad_reference_check(quad_model, xent_model, valid, seq_len=None, valid_blocks=128, log=print):
+    """Q_ref of a (Quad model, cross-entropy model) pair next to the Quad model's objective.
+
+    `valid` is a text file (one document per line), packed into blocks as
+    `tflm pretrain` packs its validation set (the first `valid_blocks` blocks
+    of `seq_len` + 1 tokens; `seq_len` defaults to the Quad model's card).
+    """
+    from tflm.lm.corpus import pack_blocks, read_corpus
+
+    card = model_card(quad_model)
+    quad_lm, xent_lm = resolve_lm(quad_model), resolve_lm(xent_model)
+    seq_len = int(seq_len or card.get("seq_len") or min(quad_lm.max_sequence_length, 256))
+    blocks = pack_blocks(quad_lm.tokenizer, read_corpus(valid), seq_len, source=valid)[:valid_blocks]
+    log(f"Q_ref: {quad_lm.name} vs {xent_lm.name} on {len(blocks)} blocks of {seq_len} tokens of {valid}")
+    out = quad_reference(quad_lm, xent_lm, blocks)
+    out.update({"quad_model": quad_lm.name, "xent_model": xent_lm.name, "valid": os.path.basename(valid),
+                "seq_len": seq_len, "blocks": int(len(blocks))})
+    if card.get("val_objective") is not None:
+        out["card_val_objective"] = float(card["val_objective"])
+    return out
+
+
 def analyze(model, task, out_dir, data_dir=None, checkpoints=None, n_contexts=8000, pca_dims=32,
-            max_train=2000, seed=0, log=print, dtype=None):
+            max_train=2000, seed=0, quad_pair=None, valid=None, valid_blocks=128, log=print, dtype=None):
     """All assumption checks for `model` on `task`; writes analysis.json/.md and PNGs.
 
-    `dtype`: compute dtype of the LMs (default float32 for specs)."""
+    `quad_pair` = (Quad model, cross-entropy model) with a validation text
+    file `valid` adds the Q_ref check (`quad_reference_check`). `dtype`: compute
+    dtype of the LMs (default float32 for specs).
+    """
     t0 = time.time()
     task = resolve_task(task)
     os.makedirs(out_dir, exist_ok=True)
     result = {"task": task.name}
+    if quad_pair is not None:
+        if valid is None:
+            raise ValueError("the Q_ref check needs a validation text file (valid)")
+        result["quad_reference"] = quad_reference_check(*quad_pair, valid=valid, valid_blocks=valid_blocks, log=log)
     if model is not None:
         lm = resolve_lm(model, dtype)
         result["model"] = lm.name
@@ -166,6 +205,18 @@ def analyze(model, task, out_dir, data_dir=None, checkpoints=None, n_contexts=80
 def analysis_markdown(result):
     who = f"{result['model']} on " if result.get("model") else ""
     lines = [f"# Assumption checks: {who}{result['task']}", ""]
+    qr = result.get("quad_reference")
+    if qr:
+        lines += ["## Quad objective vs Q_ref", "",
+                  markdown_table(["quantity", "value"], [
+                      [f"Quad objective of {qr['quad_model']}", f"{qr['q_model']:.5f}"],
+                      [f"Q_ref (f_hat = G^-1 Phi p_xent, p_xent from {qr['xent_model']})", f"{qr['q_ref']:.5f}"],
+                      ["-1/2 E (Phi p_xent)^T G^-1 (Phi p_xent)", f"{qr['q_ref_analytic']:.5f}"],
+                      ["objective / Q_ref", f"{qr['ratio']:.3f}"],
+                      [f"cross-entropy of {qr['xent_model']}", f"{qr['xent_softmax_xent']:.4f}"],
+                      ["condition number of G = Phi Phi^T", f"{qr['gram_condition_number']:.3g}"]]),
+                  "", f"{qr['positions']} next-token positions ({qr['blocks']} blocks of {qr['seq_len']} tokens of "
+                  f"{qr['valid']}). f = 0 scores 0; the Quad optimum is -1/2 E (Phi p*)^T G^-1 (Phi p*).", ""]
     lp = result.get("log_partition")
     if lp:
         lines += ["## Quadratic log-partition", "",

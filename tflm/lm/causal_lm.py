@@ -30,6 +30,13 @@ class CausalLM(keras.Model):
         head: optional `UntiedHead` (f_lin + untied Phi); None means tied
             Phi = token embedding (standard GPT-2).
 
+    Quad with a frozen Phi trains best with a whitened head
+    (`UntiedHead(whiten=True)`, the `pretrain` default there): the head
+    outputs f = G^-1/2 g, and the Quad loss computed on f, -f.phi_w +
+    1/2 f^T G f, is exactly -g.(G^-1/2 phi_w) + 1/2 ||g||^2 in the network's
+    output g, whose Hessian is the identity instead of G. `fit` (re)computes
+    G and G^-1/2 of the frozen Phi before training.
+
     Metrics: `softmax_xent` (the softmax cross-entropy of the logits f.Phi^T,
     so perplexity = exp(softmax_xent)) is tracked for every objective; for
     Quad it is computed in evaluation only (its V-dim cost is what Quad's
@@ -54,7 +61,7 @@ class CausalLM(keras.Model):
         if self.head is not None and not self.head.built:
             self.head.build()
         if self.objective == "quad" and not self.phi_trainable:
-            d = self.backbone.hidden_dim
+            d = self.head.hidden_dim if self.head is not None else self.backbone.hidden_dim
             self._frozen_gram = self.add_weight(
                 shape=(d, d), initializer="zeros", trainable=False, name="frozen_gram"
             )
@@ -70,9 +77,11 @@ class CausalLM(keras.Model):
         return self.head.trainable_phi if self.head is not None else True
 
     def refresh_gram(self):
-        """Recompute the constant Gram matrix of a frozen Phi."""
+        """Recompute the constants of a frozen Phi: its Gram matrix and the head's G^-1/2."""
         if not self.built:
             self.build()
+        if self.head is not None and not self.phi_trainable:
+            self.head.refresh_whitening()
         if self._frozen_gram is not None:
             self._frozen_gram.assign(gram_matrix(ops.convert_to_tensor(self.phi)))
 
@@ -86,16 +95,24 @@ class CausalLM(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         mask = sample_weight if sample_weight is not None else x["padding_mask"]
         phi = ops.convert_to_tensor(self.phi)
-        n_local = ops.sum(ops.cast(mask, y_pred.dtype))
+        n_local = ops.sum(ops.cast(mask, "float32"))
         if self.objective == "xent":
             loss = self.xent_loss(y_pred, phi, y, mask)
             self.softmax_xent.update_state(loss, sample_weight=n_local)
         else:
+            # Quad's objective is a small difference of two terms: float32 even
+            # under a mixed-precision body (f is (B, T, d), so this is cheap).
             gram = None if self._frozen_gram is None else self._frozen_gram
-            loss = self.quad_loss(y_pred, phi, y, mask, gram=gram)
+            loss = self.quad_loss(ops.cast(y_pred, "float32"), phi, y, mask, gram=gram)
             if not training:
                 self.softmax_xent.update_state(self.xent_loss(y_pred, phi, y, mask), sample_weight=n_local)
         return self._replica_share(loss, n_local)
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        if self.objective == "quad":
+            logs.pop("softmax_xent", None)  # evaluation-only for Quad: not a 0 in the progress bar
+        return logs
 
     @staticmethod
     def _replica_share(loss, n_local):
@@ -159,9 +176,14 @@ class CausalLM(keras.Model):
         return cls(**deserialize_nested(config, ("backbone", "head")))
 
 
-def make_untied_head(vocabulary_size, hidden_dim, trainable_phi=True, phi=None, name="untied_head"):
-    """An `UntiedHead`, optionally with Phi initialised from a (V, d) matrix."""
-    head = UntiedHead(vocabulary_size, hidden_dim, trainable_phi=trainable_phi, name=name)
+def make_untied_head(vocabulary_size, hidden_dim, trainable_phi=True, phi=None, name="untied_head", **options):
+    """A built float32 `UntiedHead` (`options`: its other arguments), Phi optionally set from a (V, d) matrix.
+
+    The head is float32 whatever the global dtype policy: f, and the
+    whitening map G^-1/2 in particular, keep full precision under a
+    mixed-precision body.
+    """
+    head = UntiedHead(vocabulary_size, hidden_dim, trainable_phi=trainable_phi, name=name, dtype="float32", **options)
     head.build()
     if phi is not None:
         head.set_phi(phi)

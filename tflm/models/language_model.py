@@ -130,7 +130,8 @@ class LanguageModel:
 
     @property
     def hidden_dim(self):
-        return int(self.backbone.hidden_dim)
+        """d: the dimension of f and of Phi's rows (the head's, when it maps the body to another width)."""
+        return int(self.head.hidden_dim if self.head is not None else self.backbone.hidden_dim)
 
     @property
     def vocabulary_size(self):
