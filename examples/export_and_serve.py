@@ -41,7 +41,7 @@ def export(out, model=DEFAULT_MODEL, task="sst2", max_train=None, data_dir=None,
     texts, labels = load_split(task, "train", data_dir)
     texts, labels, _ = subsample(list(texts), np.asarray(labels), max_train, seed)
     f = SentenceFeatures(lm, progress=False).f(texts, prompt=task.prompt)
-    probe = LogisticProbe.for_task(task.name, "f").fit(f, labels)
+    probe = LogisticProbe(**task.probe_solver("f")).fit(f, labels)
     label_names = ["negative", "positive"] if task.num_classes == 2 else None
     export_sklearn_probe(lm, probe, out, prompt=task.prompt, feature="f", label_names=label_names)
     return lm, probe
