@@ -15,8 +15,10 @@ class CrossEntropyLoss(keras.layers.Layer):
 
     def call(self, features, phi, targets, mask):
         # The (B, T, V) product runs in the features' dtype (bf16 under mixed
-        # precision); the log-sum-exp over V in float32.
-        logits = ops.cast(ops.einsum("btd,vd->btv", features, ops.cast(phi, features.dtype)), "float32")
+        # precision); the log-sum-exp over V in at least float32.
+        logits = ops.einsum("btd,vd->btv", features, ops.cast(phi, features.dtype))
+        if logits.dtype in ("bfloat16", "float16"):
+            logits = ops.cast(logits, "float32")
         log_z = ops.logsumexp(logits, axis=-1)
         target_logit = ops.take_along_axis(logits, ops.expand_dims(ops.cast(targets, "int32"), -1), axis=-1)[..., 0]
         return masked_mean(log_z - target_logit, mask)
