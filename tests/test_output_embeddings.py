@@ -64,7 +64,7 @@ def test_pretrain_init_untied_llama_trains_and_saves_the_reverse_embedding(tmp_p
     before = load_lm("tiny-llama-untied")
     phi0 = np_(before.output_embeddings())
     keep = _Keep()
-    pretrain("xent", str(corpus), str(tmp_path / "run"), init="tiny-llama-untied", steps=2, checkpoint_every=2,
+    pretrain(objective="xent", corpus=str(corpus), out_dir=str(tmp_path / "run"), init="tiny-llama-untied", steps=2, checkpoint_every=2,
              batch_size=4, seq_len=16, lr=1e-2, warmup_steps=1, jit_compile=False, verbose=0, callbacks=[keep])
     trained = keep.trained
     emb = trained.backbone.token_embedding

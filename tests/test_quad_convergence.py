@@ -130,4 +130,6 @@ def test_whitened_training_is_invariant_to_the_scale_of_phi():
     (loss_a, k_a, f_a), (loss_b, k_b, f_b) = runs
     np.testing.assert_allclose(loss_a, loss_b, rtol=1e-4)
     np.testing.assert_allclose(k_a, k_b, atol=1e-4)  # |k| ~ 0.3: float32 rounding only
-    np.testing.assert_allclose(f_b, f_a * 1e3, rtol=1e-3, atol=1e-6)  # only f's scale moves
+    # Only f's scale moves. Tolerance relative to f's scale: elements near 0 of a whitened f
+    # (|f| ~ 1e2, cond(G) = 1e4) carry float32 rounding of order 1e-4 |f|.
+    np.testing.assert_allclose(f_b, f_a * 1e3, rtol=1e-3, atol=2e-4 * np.abs(f_b).max())
