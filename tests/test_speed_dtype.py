@@ -82,7 +82,7 @@ def test_finetune_trains_under_the_mixed_bfloat16_policy(tmp_path):
     rows = ["label\ttext"] + [f"{i % 2}\t{t}" for i, t in enumerate(TEXTS * 4)]
     for split in ("train", "dev", "test"):
         (folder / f"{split}.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    report = finetune("tiny-gpt2", str(folder), lrs="1e-3", batch_sizes="4", epochs=1, splits="files",
+    report = finetune("tiny-gpt2", str(folder), lrs=[1e-3], batch_sizes=[4], epochs=1, splits="files",
                       strategy="one", out_dir=str(tmp_path / "out"), verbose=0, dtype="bfloat16")
     run = report["runs"][0]
     assert np.isfinite(run["history"]["loss"]).all()
