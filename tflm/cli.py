@@ -411,9 +411,11 @@ def build_parser():
 
 
 def main(argv=None):
+    """The `tflm` command. Called with `argv` (in-process, e.g. from tests) it leaves the caller's fd 2 alone."""
+    command_line = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     # Before the parser is built: building it may import TensorFlow (e.g. --dtype's choices).
-    native_logs.configure(verbose="--verbose" in argv)
+    native_logs.configure(verbose="--verbose" in argv, filter_stderr=command_line)
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = argv

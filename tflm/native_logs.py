@@ -90,11 +90,12 @@ class _StderrFilter:
 _FILTER = None
 
 
-def configure(verbose=False):
+def configure(verbose=False, filter_stderr=True):
     """Sets TensorFlow's log levels and imports TensorFlow (quietly unless `verbose`).
 
-    Quiet mode filters TensorFlow's native log lines out of fd 2 for the rest of the process
-    (`_StderrFilter`). Call before anything imports TensorFlow; afterwards only the Python-side
+    Quiet mode with `filter_stderr` filters TensorFlow's native log lines out of fd 2 for the rest
+    of the process (`_StderrFilter`; the command line does this, an in-process caller need not have
+    its fd 2 replaced). Call before anything imports TensorFlow; afterwards only the Python-side
     levels (TensorFlow's logger, absl) still change.
     """
     global _FILTER
@@ -102,7 +103,7 @@ def configure(verbose=False):
 
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if verbose else "3"
     level = logging.INFO if verbose else logging.ERROR
-    if not verbose and _FILTER is None:
+    if filter_stderr and not verbose and _FILTER is None:
         _FILTER = _StderrFilter()
         atexit.register(_FILTER.close)
     import tensorflow as tf
