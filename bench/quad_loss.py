@@ -31,8 +31,11 @@ import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from tflm import native_logs  # noqa: E402
+
+native_logs.configure()  # before TensorFlow loads: no native log spam in the output
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -52,6 +52,88 @@ def test_keras_hub_get_file():
     assert _params(preset_utils.get_file) == ["preset", "path"]
 
 
+def _tiny_llama3(dtype="float32", seed=0):
+    import keras_hub
+
+    keras.utils.set_random_seed(seed)
+    return keras_hub.models.Llama3Backbone(
+        vocabulary_size=97, num_layers=2, num_query_heads=4, num_key_value_heads=2, hidden_dim=64,
+        intermediate_dim=96, dtype=dtype)
+
+
+def _padded_batch():
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 97, (3, 11)).astype("int32")
+    mask = np.ones_like(ids)
+    mask[1, 7:] = 0
+    mask[2, 3:] = 0
+    return {"token_ids": ids, "padding_mask": mask}
+
+
+def test_llama_attention_private_names():
+    from keras_hub.src.models.llama.llama_attention import LlamaAttention
+    from keras_hub.src.utils.keras_utils import fused_attention_op_available
+
+    assert _params(LlamaAttention._compute_attention) == ["self", "query", "key", "value", "attention_mask"]
+    assert not fused_attention_op_available()  # TensorFlow takes keras-hub's unfused path
+    layer = _tiny_llama3().transformer_layers[0]._self_attention_layer
+    assert isinstance(layer, LlamaAttention)
+    assert layer._dot_product_equation == "bquh,bkuh->buqk" and layer._combine_equation == "buqk,bkuh->bquh"
+    assert float(layer._inv_norm_factor) == pytest.approx(1 / 4)  # head_dim 16
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-6), ("mixed_bfloat16", 2e-2)])
+@pytest.mark.parametrize("scale", [1.0, 30.0])  # 30: large scores, a peaked softmax
+def test_install_llama_attention_matches_keras_hub(dtype, tol, scale):
+    from keras_hub.src.models.llama.llama_attention import LlamaAttention
+
+    backbone = _tiny_llama3(dtype)
+    for layer in backbone.transformer_layers:
+        kernel = layer._self_attention_layer._query_dense.kernel
+        kernel.assign(kernel * scale)
+    batch = _padded_batch()
+    ref = keras.ops.convert_to_numpy(keras.ops.cast(backbone(batch), "float32"))
+    other = _tiny_llama3(dtype)
+    assert _compat.install_llama_attention(backbone) == 2
+    got = keras.ops.convert_to_numpy(keras.ops.cast(backbone(batch), "float32"))
+    real = batch["padding_mask"].astype(bool)
+    err = np.abs(got - ref)[real].max() / np.abs(ref[real]).max()
+    assert err <= tol, err
+    # per instance: another backbone in the process keeps keras-hub's method
+    assert all("_compute_attention" not in vars(layer._self_attention_layer) for layer in other.transformer_layers)
+    assert LlamaAttention._compute_attention is not _compat._llama_attention
+
+
+def test_install_llama_attention_gradients_match():
+    batch = _padded_batch()
+
+    def grads(install):
+        backbone = _tiny_llama3("float32", seed=1)
+        if install:
+            _compat.install_llama_attention(backbone)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(backbone(batch)))
+        return [None if g is None else tf.convert_to_tensor(g).numpy()
+                for g in tape.gradient(loss, backbone.trainable_weights)]
+
+    ref, got = grads(False), grads(True)
+    assert [g is None for g in ref] == [g is None for g in got] and sum(g is not None for g in ref) > 10
+    for a, b in zip(ref, got):
+        if a is not None:
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_language_models_get_the_attention_path():
+    import tflm
+
+    lm = tflm.load_lm("tiny-llama")
+    installed = ["_compute_attention" in vars(layer._self_attention_layer) for layer in lm.backbone.transformer_layers]
+    assert installed and all(installed)
+    bf16 = lm.with_dtype("bfloat16")  # a rebuilt backbone gets it too
+    assert all("_compute_attention" in vars(layer._self_attention_layer) for layer in bf16.backbone.transformer_layers)
+    assert _compat.install_llama_attention(tflm.load_lm("tiny-gpt2").backbone) == 0  # GPT-2: nothing to replace
+
+
 # --- Keras layers --------------------------------------------------------------------------
 def test_seed_generators_finds_every_dropout_generator():
     inner = keras.Sequential([keras.layers.Dropout(0.5, name="a")], name="inner")

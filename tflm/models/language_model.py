@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tflm import _compat
 from tflm.models.output_embeddings import is_tied, output_embeddings, word_logits
 from tflm.models.serialization import serialize_backbone
 
@@ -71,6 +72,7 @@ class LanguageModel:
         metadata=None,
     ):
         self.backbone = backbone
+        _compat.install_llama_attention(backbone)  # same math, fewer passes over the attention scores
         self.tokenizer = tokenizer
         self.head = head
         self.name = name or backbone.name

@@ -1,0 +1,55 @@
+"""The benchmarks run end to end on tiny models (smoke runs in subprocesses, slow).
+
+They print ratios rather than assert speed; what is tested here is that each still runs against
+the current library and prints its verdict lines, so a refactor cannot silently break one.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+SHIPPED_DATA = os.path.join(ROOT, "tflm", "data")
+
+
+def run_bench(script, *args, tmp_path):
+    env = dict(os.environ, TFLM_CACHE=str(tmp_path / "cache"), PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", script), *args], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_real_lm_bench_tiny(tmp_path):
+    pytest.importorskip("transformers")
+    out = run_bench("real_lm.py", "--model", "tiny", "--sst2-texts", "40", "--data", SHIPPED_DATA,
+                    "--probe-tasks", "sst2", "--probe-max-test", "100", tmp_path=tmp_path)
+    assert "no IMDb data" in out  # the shipped data has SST-2 only
+    rows = [line.split() for line in out.splitlines() if line.startswith(("float32  sst2", "bfloat16 sst2"))]
+    assert len(rows) == 2 and all(int(r[3]) == 40 for r in rows)  # one summary row per dtype, 40 texts
+    assert float(rows[0][-1]) < 1e-4  # float32 f agrees with transformers
+    assert "sst2   f      n=6920" in out and "sst2   phi_p  n=6920" in out
+    assert "speedup >= 5x:" in out and "accuracy within 0.3 points: yes" in out
+
+
+@pytest.mark.slow
+def test_probe_bench_tiny(tmp_path):
+    out = run_bench("probe.py", "--model", "tiny-gpt2", "--tasks", "sst2", "--features", "f",
+                    "--data", SHIPPED_DATA, "--max-train", "300", "--max-test", "100", tmp_path=tmp_path)
+    assert "sst2   f      n=300" in out and "accuracy within 0.3 points: yes" in out
+
+
+@pytest.mark.slow
+def test_profile_bench_tiny(tmp_path):
+    out = run_bench("profile_lm.py", "--model", "tiny-llama", "--batch", "4", "--length", "8",
+                    "--long-length", "16", "--dtypes", "float32", "--repeats", "1", tmp_path=tmp_path)
+    assert "matmul" in out
+
+
+@pytest.mark.slow
+def test_quad_loss_bench_quick(tmp_path):
+    out = run_bench("quad_loss.py", "--quick", tmp_path=tmp_path)
+    assert "Gram" in out or "gram" in out
