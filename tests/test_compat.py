@@ -61,11 +61,11 @@ def _tiny_llama3(dtype="float32", seed=0):
         intermediate_dim=96, dtype=dtype)
 
 
-def _padded_batch():
+def _padded_batch(length=11):
     rng = np.random.default_rng(0)
-    ids = rng.integers(1, 97, (3, 11)).astype("int32")
+    ids = rng.integers(1, 97, (3, length)).astype("int32")
     mask = np.ones_like(ids)
-    mask[1, 7:] = 0
+    mask[1, 2 * length // 3:] = 0
     mask[2, 3:] = 0
     return {"token_ids": ids, "padding_mask": mask}
 
@@ -84,14 +84,15 @@ def test_llama_attention_private_names():
 
 @pytest.mark.parametrize("dtype,tol", [("float32", 1e-6), ("mixed_bfloat16", 2e-2)])
 @pytest.mark.parametrize("scale", [1.0, 30.0])  # 30: large scores, a peaked softmax
-def test_install_llama_attention_matches_keras_hub(dtype, tol, scale):
+@pytest.mark.parametrize("length", [11, 301])
+def test_install_llama_attention_matches_keras_hub(dtype, tol, scale, length):
     from keras_hub.src.models.llama.llama_attention import LlamaAttention
 
     backbone = _tiny_llama3(dtype)
     for layer in backbone.transformer_layers:
         kernel = layer._self_attention_layer._query_dense.kernel
         kernel.assign(kernel * scale)
-    batch = _padded_batch()
+    batch = _padded_batch(length)
     ref = keras.ops.convert_to_numpy(keras.ops.cast(backbone(batch), "float32"))
     other = _tiny_llama3(dtype)
     assert _compat.install_llama_attention(backbone) == 2

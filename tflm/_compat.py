@@ -83,9 +83,10 @@ def _llama_attention(self, query, key, value, attention_mask=None):
     ``(1 - mask) * -1e9`` in Keras' `Softmax` layer, normalizes, and casts back. Here
     the query is scaled before the product (1/sqrt(head_dim), exact in binary for
     head_dim = 64), masked keys are replaced by the dtype's lowest value (`tf.where`,
-    one pass) and TensorFlow's softmax runs in the compute dtype (its CPU and GPU
-    kernels accumulate half-precision inputs in float32). Float32 results are
-    identical; bfloat16 long texts run about 2x faster in this block.
+    one pass) and TensorFlow's softmax runs in the compute dtype (on CPU its bfloat16
+    result equals the float32 softmax rounded to bfloat16, checked on random scores).
+    Float32 results are identical; at 16 x 512 tokens in bfloat16 the block runs
+    ~1.9x faster (SmolLM2, `bench/profile_lm.py`).
     """
     import tensorflow as tf
 
