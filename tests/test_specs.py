@@ -266,3 +266,8 @@ def test_bad_kaggle_handle_and_unknown_name():
         tflm.load_lm("no_such_model_xyz")
     msg = _one_line(e)
     assert "no_such_model_xyz" in msg and "hf://" in msg and "smollm2" in msg
+
+
+def test_network_reachable_is_false_for_an_unresolvable_host():
+    # the same bounded probe (tflm.network) as the TFDS download path
+    assert specs.network_reachable("tflm-no-such-host.invalid", timeout=2.0) is False

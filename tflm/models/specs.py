@@ -15,8 +15,8 @@ sources that work without a network.
 """
 
 import os
-import socket
 
+from tflm import network
 from tflm.models.gguf import find_smollm2_gguf
 
 SMOLLM2_ALIAS = "smollm2"
@@ -39,11 +39,7 @@ OFFLINE_ALTERNATIVES = (
 
 def network_reachable(host, port=443, timeout=3.0):
     """True when a TCP connection to `host` opens within `timeout` seconds."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return network.probe(((host, port),), timeout)[0]
 
 
 def _preset_families():

@@ -8,10 +8,10 @@ and the 1-based line number.
 import csv
 import io
 import os
-import threading
 
 import numpy as np
 
+from tflm import network
 from tflm.tasks.detokenize import ptb_detokenize
 from tflm.tasks.errors import DataError
 from tflm.tasks.registry import get_task
@@ -253,29 +253,8 @@ _PROBE_HOSTS = (("storage.googleapis.com", 443),)
 
 
 def _network_reachable(timeout):
-    """Can we open a TCP connection to the TFDS host within `timeout` s?"""
-    import socket
-
-    result = {}
-
-    def probe():
-        try:
-            for host, port in _PROBE_HOSTS:
-                with socket.create_connection((host, port), timeout=timeout):
-                    pass
-            result["ok"] = True
-        except OSError as e:
-            result["error"] = e
-
-    # DNS lookups ignore socket timeouts: bound the whole probe with a thread.
-    t = threading.Thread(target=probe, daemon=True)
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        return False, f"no answer within {timeout:g} s"
-    if "ok" in result:
-        return True, None
-    return False, str(result.get("error"))
+    """(ok, why): can we open a TCP connection to the TFDS host within `timeout` s?"""
+    return network.probe(_PROBE_HOSTS, timeout)
 
 
 def load_tfds(task, split, data_dir=None, download=True, timeout=5.0):
