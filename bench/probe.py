@@ -54,7 +54,7 @@ def load_features(task_name, features, feats_dir, model, data_dir, max_train, se
     from tflm.features import SentenceFeatures
     from tflm.features.extract import default_cache_dir
     from tflm.models import load_lm
-    from tflm.tasks.splits import load_texts, resolve_task
+    from tflm.tasks.splits import load_texts, resolve_task, split_name
 
     lm = _LMS.get(model) or _LMS.setdefault(model, load_lm(model))
     task = resolve_task(task_name)
@@ -63,7 +63,7 @@ def load_features(task_name, features, feats_dir, model, data_dir, max_train, se
     for split in ("train", "test"):
         texts, y, _ = load_texts(task, split, data_dir, False)
         index = subsample_index(len(texts), limits[split], seed)
-        name = split if len(index) == len(texts) else f"{split}[{len(index)}]"  # as `tflm probe` names it
+        name = split_name(split, len(index) < len(texts), len(index))  # as `tflm probe` caches it
         f = sf.f(take(texts, index), identity={"task": task.name, "split": name, "detokenize": False})
         arrays[split] = (sf.derive(f, list(features)), np.asarray(y)[index])
     return {x: (arrays["train"][0][x], arrays["train"][1], arrays["test"][0][x], arrays["test"][1]) for x in features}

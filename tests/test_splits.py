@@ -56,3 +56,11 @@ def test_one_list_of_feature_names():
     assert task.probe_solver("random_projection") == task.probe_solver("proj")
     with pytest.raises(ValueError, match="unknown feature name 'nope'"):
         check_feature_names(["f", "nope"])
+
+
+def test_split_name_is_the_cache_identity_of_a_subsample():
+    from tflm.tasks.splits import split_name
+
+    assert split_name("train", False, 6920) == "train"
+    assert split_name("train", True, 500) == "train[500]"
+    assert split_name("test", True, 1000) == "test[1000]"

@@ -19,7 +19,7 @@ from tflm.analysis.log_partition import (
 )
 from tflm.features import SentenceFeatures
 from tflm.features.extract import default_cache_dir
-from tflm.tasks.splits import load_texts, resolve_task, subsample
+from tflm.tasks.splits import load_texts, resolve_task, split_name, subsample
 from tflm.models.load_lm import resolve_lm
 from tflm.probes import logistic_probe
 from tflm.report import fmt, markdown_table, write_atomic, write_json
@@ -182,7 +182,7 @@ def analyze(model, task, out_dir, data_dir=None, checkpoints=None, n_contexts=80
             lm, tr, os.path.join(out_dir, "log_partition.png"), n_contexts, pca_dims, seed=seed, sf=sf)
         log("linear relation phi_p ~ A f + b")
         # same cache identities as `tflm probe`, so features it computed are reused
-        train_id = {"task": task.name, "split": f"train[{len(tr)}]" if sub else "train",
+        train_id = {"task": task.name, "split": split_name("train", sub, len(tr)),
                     "detokenize": False}
         f_tr = sf.f(tr, identity=train_id)
         f_te = sf.f(te, identity={"task": task.name, "split": "test", "detokenize": False})

@@ -11,7 +11,7 @@ from tflm.features.names import FEATURES, WORD_FEATURES
 from tflm.features.prompt_space import resolve_strip_prompt_space
 from tflm.features.task_words import task_word_ids
 from tflm.features.word_scores import WordScores
-from tflm.tasks.splits import load_texts, resolve_task, subsample
+from tflm.tasks.splits import load_texts, resolve_task, split_name, subsample
 from tflm.models.load_lm import resolve_lm
 from tflm.probes import evaluate_probe, probe_for, random_split_probe
 from tflm.report import fmt, markdown_table, text_table, write_atomic, write_json
@@ -97,8 +97,8 @@ def probe_task(lm, task, features, prompt, data_dir=None, word_mode="logits", ma
         for split, n, was in (("train", len(tr_texts), sub), ("test", len(te_texts), sub_te)):
             if was:
                 log(f"  {name}: {split} subsampled to {n} examples (seeded, seed {seed})")
-        f_tr = feats("train" if not sub else f"train[{len(tr_texts)}]", tr_texts)
-        f_te = feats("test" if not sub_te else f"test[{len(te_texts)}]", te_texts)
+        f_tr = feats(split_name("train", sub, len(tr_texts)), tr_texts)
+        f_te = feats(split_name("test", sub_te, len(te_texts)), te_texts)
         splits = (f_tr, y_tr, f_te, y_te)
     majority = float(np.max(np.bincount(labels if splits is None else splits[3])) /
                      len(labels if splits is None else splits[3]))

@@ -59,6 +59,11 @@ def subsample(texts, labels, n, seed=0):
     return take(texts, index), np.asarray(labels)[index], True
 
 
+def split_name(split, subsampled, n):
+    """The name a split's features are cached under: "train", or "train[500]" for a seeded subsample of 500."""
+    return f"{split}[{n}]" if subsampled else split
+
+
 def load_texts(task, split, data_dir=None, detokenize=False):
     """(texts, labels, split_names) for one split; "all" concatenates the splits
     (or reads all.tsv for tasks with random 90/10 splits)."""
