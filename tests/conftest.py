@@ -23,7 +23,7 @@ import re
 import numpy as np
 import pytest
 
-from tflm.tasks.loaders import PACKAGED_DATA_DIR
+from tflm.tasks.sources import PACKAGED_DATA_DIR
 from tflm.tokenization.tokenizer import GPT2_ASSET_DIR
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -11,7 +11,8 @@ import pytest
 from conftest import colour_pixels, markdown_sections, markdown_tables, read_png
 from tflm.cli import main
 from tflm.jobs.probe_job import run_probes
-from tflm.jobs.reproduce_job import pattern_checks, reproduce
+from tflm.jobs.pattern_checks import pattern_checks
+from tflm.jobs.reproduce_job import reproduce
 from tflm.report import fmt
 
 SHIPPED = os.path.join(os.path.dirname(__file__), "..", "tflm", "data", "sst2")

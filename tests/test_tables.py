@@ -162,14 +162,13 @@ def test_main_job_real_lm_rows_on_a_tiny_stand_in(monkeypatch, data_dir):
 def test_quad_table_with_stand_in_models(tmp_path, data_dir, monkeypatch):
     """--tables quad: the shipped xent / Quad pair side by side (tiny presets standing in for them)."""
     import tflm
-    from tflm.jobs import reproduce_job
     from tflm.models.keras_hub_preset import save_preset_dir
 
     dirs = {}
     for name, spec in (("imdb-gpt2-small-xent", "tiny-gpt2"), ("imdb-gpt2-small-quad", "tiny-gpt2-untied")):
         dirs[name] = str(tmp_path / name)
         save_preset_dir(tflm.load_lm(spec), dirs[name], model_card={"objective": name[-4:], "val_perplexity": 9.5})
-    monkeypatch.setattr(reproduce_job, "default_model", dirs.__getitem__)
+    monkeypatch.setattr(tables_job, "default_model", dirs.__getitem__)
     res = run_tables("tiny-gpt2", ["quad"], out_dir=str(tmp_path / "out"), data_dir=data_dir, cache_dir="",
                      log=lambda *a: None)
     entries = res["quad"]["entries"]

@@ -25,7 +25,7 @@ from tflm.tasks import (
     split_path,
     task_from_folder,
 )
-from tflm.tasks import loaders, registry
+from tflm.tasks import registry, sources
 
 from conftest import SHARED_DATA, requires_shared_data
 
@@ -512,14 +512,14 @@ def test_tfds_offline_flag_fails_without_touching_the_network(tmp_path, monkeypa
     def probe(*args, **kwargs):
         raise AssertionError("TFLM_OFFLINE=1 must not probe the network")
 
-    monkeypatch.setattr(loaders, "_network_reachable", probe)
+    monkeypatch.setattr(sources, "_network_reachable", probe)
     with pytest.raises(DataError, match="not prepared"):
         load_tfds("trec", "train", data_dir=str(tmp_path))
 
 
 def test_tfds_unresolvable_host_fails_fast(tmp_path, monkeypatch):
     _no_proxy(monkeypatch)
-    monkeypatch.setattr(loaders, "_PROBE_HOSTS", (("tflm-no-such-host.invalid", 443),))
+    monkeypatch.setattr(sources, "_PROBE_HOSTS", (("tflm-no-such-host.invalid", 443),))
     start = time.perf_counter()
     with pytest.raises(DataError, match="no network"):
         load_tfds("trec", "train", data_dir=str(tmp_path), timeout=1.0)
@@ -547,7 +547,7 @@ def test_tfds_default_probe_bounded(tmp_path, monkeypatch):
     # Whatever the network, the default call must not hang: offline it raises
     # quickly; online it would download (skip, so the test stays offline-only).
     _no_proxy(monkeypatch)
-    ok, _ = loaders._network_reachable(2.0)
+    ok, _ = sources._network_reachable(2.0)
     if ok:
         pytest.skip("network reachable; the offline path is covered above")
     start = time.perf_counter()

@@ -4,62 +4,22 @@ import os
 import time
 
 from tflm.jobs.analyze_job import log_partition_check, model_card
+from tflm.jobs.default_model import default_model
+from tflm.jobs.pattern_checks import pattern_checks
 from tflm.tasks.splits import load_texts, resolve_task
 from tflm.jobs.probe_job import results_table, run_probes
 from tflm.jobs.quad_comparison import QUAD_TASKS, compare_quad_xent, quad_table
+from tflm.jobs.tables_job import sized_table
 from tflm.models import load_lm
 from tflm.models.language_model import DEFAULT_DTYPE
 from tflm.report import bar_chart, fmt, machine_info, markdown_table, text_table, write_atomic, write_json
 
 DEFAULT_FEATURES = ("f", "phi_p", "subset", "class", "zeroshot")
-WORD_LIKE = ("subset", "class", "posneg", "zeroshot", "zeroshot_cal")
 REAL_LM = "smollm2"
 REAL_LM_FEATURES = ("f", "phi_p", "subset", "class", "posneg", "zeroshot", "zeroshot_cal")
 # Seeded subsample sizes of the real-LM rows in the default main job (its time budget); None: all.
 REAL_LM_MAX_TRAIN = 500
 REAL_LM_MAX_TEST = 500
-
-
-def saved_models_dir():
-    """The repository's saved_models/ (or $TFLM_SAVED_MODELS)."""
-    env = os.environ.get("TFLM_SAVED_MODELS")
-    if env:
-        return env
-    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "saved_models"))
-
-
-def default_model(name):
-    path = os.path.join(saved_models_dir(), name)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(
-            f"shipped default model {name!r} not found at {path}; install tflm from its repository "
-            "(pip install -e .) or set TFLM_SAVED_MODELS, or pass --model")
-    return path
-
-
-def pattern_checks(rows):
-    """The paper's qualitative pattern, checked plainly on probe rows (list of strings)."""
-    acc = {(r["row"], r["feature"]): r.get("test_accuracy") for r in rows if "skipped" not in r}
-    notes = []
-    for row in dict.fromkeys(r["row"] for r in rows):
-        maj = next(r["majority"] for r in rows if r["row"] == row)
-        f, phi_p = acc.get((row, "f")), acc.get((row, "phi_p"))
-        words = {w: acc[(row, w)] for w in WORD_LIKE if acc.get((row, w)) is not None}
-        if f is not None and phi_p is not None:
-            notes.append(f"{'holds' if f >= phi_p else 'FAILS'}: {row}: f ({fmt(f)}) >= phi_p ({fmt(phi_p)})")
-        if phi_p is not None and words:
-            best = max(words, key=words.get)
-            notes.append(f"{'holds' if phi_p > words[best] else 'FAILS'}: {row}: phi_p ({fmt(phi_p)}) > "
-                         f"best word feature {best} ({fmt(words[best])})")
-        for w, a in words.items():
-            notes.append(f"{'holds' if a > maj else 'FAILS'}: {row}: {w} ({fmt(a)}) > majority class ({fmt(maj)})")
-    for row in dict.fromkeys(r["row"] for r in rows if r["prompt"]):
-        base = row[:-1]
-        for w in WORD_LIKE:
-            a, b = acc.get((base, w)), acc.get((row, w))
-            if a is not None and b is not None:
-                notes.append(f"{'holds' if b > a else 'FAILS'}: prompt helps {w}: {base} {fmt(a)} -> {row} {fmt(b)}")
-    return notes
 
 
 def reproduce(model=None, quad_model=None, tasks=("sst2",), data_dir=None, out_dir="results",
@@ -260,8 +220,6 @@ def real_lm_rows(task, data_dir, max_train, max_test, strip_prompt_space=None, l
 
 
 def _real_lm_table(entry):
-    from tflm.jobs.tables_job import sized_table
-
     return sized_table(entry["rows"])
 
 

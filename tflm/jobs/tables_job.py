@@ -14,11 +14,13 @@ import time
 
 from tflm.features.extract import default_cache_dir
 from tflm.features.prompt_space import resolve_strip_prompt_space, tokenizer_family
+from tflm.jobs.default_model import default_model
+from tflm.jobs.pattern_checks import pattern_checks
 from tflm.jobs.probe_job import probe_task, results_table, task_prompt_modes
 from tflm.jobs.quad_comparison import QUAD_TASKS, compare_quad_xent, quad_table
 from tflm.models.load_lm import resolve_lm
 from tflm.tasks import get_task
-from tflm.tasks.loaders import split_path
+from tflm.tasks.sources import split_path
 from tflm.report import bar_chart, machine_info, markdown_table, text_table, write_atomic, write_json
 
 TABLE1_TASKS = ("sst2", "sst5", "agnews")
@@ -93,8 +95,6 @@ def run_tables(model, tables=("1", "2"), out_dir="results", data_dir=None, max_t
                strip_prompt_space=None, cache_dir=None, seed=0, command=None, log=print, dtype=None,
                probe_backend="tf"):
     """Write `out_dir/REPORT.md`, results.json and PNGs with the requested tables; returns the result dict."""
-    from tflm.jobs.reproduce_job import pattern_checks
-
     tables = check_tables(tables)
     specs = {"1": (TABLE1_TASKS, TABLE1_FEATURES, (False, True)), "2": (TABLE2_TASKS, TABLE2_FEATURES, (False,))}
     for t in tables:  # every data file up front, not after an hour of features
@@ -143,8 +143,6 @@ def run_tables(model, tables=("1", "2"), out_dir="results", data_dir=None, max_t
 
 def quad_comparison(data_dir, cache_dir, log):
     """The shipped Quad and cross-entropy models side by side: f probes on `QUAD_TASKS` (the main job's table)."""
-    from tflm.jobs.reproduce_job import default_model
-
     pairs = [("shipped", default_model("imdb-gpt2-small-quad"), default_model("imdb-gpt2-small-xent"))]
     return {"tasks": list(QUAD_TASKS),
             "entries": compare_quad_xent(pairs, QUAD_TASKS, data_dir=data_dir, cache_dir=cache_dir or "", log=log)}

@@ -2,16 +2,9 @@
 
 from tflm.tasks.detokenize import ptb_detokenize
 from tflm.tasks.errors import DataError
-from tflm.tasks.loaders import (
-    PACKAGED_DATA_DIR,
-    as_tf_dataset,
-    load_csv,
-    load_split,
-    load_tfds,
-    load_tsv,
-    split_path,
-)
+from tflm.tasks.loaders import as_tf_dataset, load_csv, load_tsv
 from tflm.tasks.registry import get_task, list_tasks, register_task, task_from_folder
+from tflm.tasks.sources import PACKAGED_DATA_DIR, load_split, load_tfds, split_path
 from tflm.tasks.splits import (
     RandomSplit,
     finetune_splits,

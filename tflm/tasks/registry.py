@@ -6,6 +6,7 @@ import os
 
 from tflm.tasks import task as task_lib
 from tflm.tasks.errors import DataError
+from tflm.tasks.loaders import load_tsv
 from tflm.tasks.task import Task
 
 _SENTIMENT = dict(
@@ -168,8 +169,6 @@ def task_from_folder(path, name=None, register=False):
     protocol. The task remembers the folder (`Task.data_dir`), so
     ``load_split(task, "train")`` needs no data_dir.
     """
-    from tflm.tasks.loaders import load_tsv  # a cycle otherwise
-
     path = os.path.abspath(os.fspath(path))
     if not os.path.isdir(path):
         raise DataError(f"task folder not found: {path}")

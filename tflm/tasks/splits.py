@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from tflm.tasks.errors import DataError
-from tflm.tasks.loaders import SPLITS, load_split, split_path
+from tflm.tasks.sources import SPLITS, load_split, split_path
 from tflm.tasks.registry import get_task, task_from_folder
 from tflm.tasks.task import Task
 
