@@ -179,8 +179,8 @@ def task_from_folder(path, name=None, register=False):
         try:
             with open(json_path, encoding="utf-8") as f:
                 config = json.load(f)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise DataError(f"not valid JSON ({e})", path=json_path) from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            raise DataError(f"not valid JSON ({type(e).__name__}: {e})", path=json_path) from None
         if not isinstance(config, dict):
             raise DataError("must hold a JSON object", path=json_path)
     files = [f for f in _TASK_FILES if os.path.isfile(os.path.join(path, f))]
