@@ -293,7 +293,8 @@ def load_gguf(path, name=None):
         return _typed(reader, f"llama.{key}", kind, path, default, **kwargs)
 
     if meta("expert_count", cv.integer, 0, minimum=0):
-        raise ModelFileError("mixture-of-experts GGUF models are not supported", path, "llama.expert_count")
+        raise ModelFileError("mixture-of-experts GGUF models (llama.expert_count > 0) are not supported", path,
+                             "llama.expert_count")
     tensors = {t.name: t for t in reader.tensors}
     num_layers = meta("block_count", cv.integer)
     hidden = meta("embedding_length", cv.integer)
@@ -301,16 +302,18 @@ def load_gguf(path, name=None):
     n_head_kv = meta("attention.head_count_kv", cv.integer, n_head)
     if hidden % n_head or n_head % n_head_kv:
         raise ModelFileError(
-            f"llama.embedding_length={hidden}, attention.head_count={n_head}, head_count_kv={n_head_kv}: "
-            "the head counts must divide", path, "llama.attention.head_count")
+            f"llama.embedding_length={hidden}, llama.attention.head_count={n_head}, "
+            f"llama.attention.head_count_kv={n_head_kv}: the head counts must divide", path,
+            "llama.attention.head_count")
     head_dim = hidden // n_head
     rope_dim = meta("rope.dimension_count", cv.integer, head_dim)
     if rope_dim != head_dim:
-        raise ModelFileError(f"rope.dimension_count={rope_dim} != head dim {hidden}/{n_head} (unsupported)",
+        raise ModelFileError(f"llama.rope.dimension_count={rope_dim} != head dim {hidden}/{n_head} (unsupported)",
                              path, "llama.rope.dimension_count")
     scaling = _field(reader, "llama.rope.scaling.type", "none", path)
     if scaling not in ("none", None) or "rope_freqs.weight" in tensors:
-        raise ModelFileError(f"RoPE scaling ({scaling}, rope_freqs) is not supported", path, "llama.rope.scaling.type")
+        raise ModelFileError(f"RoPE scaling (llama.rope.scaling.type={scaling!r}, rope_freqs) is not supported", path,
+                             "llama.rope.scaling.type")
     if "token_embd.weight" not in tensors:
         raise ModelFileError("GGUF file has no token_embd.weight", path, "token_embd.weight")
     emb_rows = int(tensors["token_embd.weight"].shape[-1])

@@ -190,9 +190,9 @@ def task_from_folder(path, name=None, register=False):
     if name is not None:
         config["name"] = name
     if "num_classes" not in config:
-        if config.get("label_names"):
+        if config.get("label_names") and isinstance(config["label_names"], list):
             config["num_classes"] = len(config["label_names"])
-        else:
+        else:  # (a label_names that is not a list is refused by Task below)
             max_label = -1
             for f in files:
                 _, labels = load_tsv(os.path.join(path, f), num_classes=None)
