@@ -117,29 +117,35 @@ _BAD_LABEL = st.one_of(
 
 @st.composite
 def tsv_files(draw):
-    """(bytes, num_classes or None, expected (texts, labels) or None when the file is not a valid one)."""
+    """(bytes, num_classes or None, expected (texts, labels) or None, must_refuse)."""
     k = draw(st.sampled_from([None, 2, 5]))
     hi = (k or 7) - 1
     rows = draw(st.lists(st.tuples(st.integers(0, hi), _VALID_TEXT), min_size=1, max_size=8))
     lines = [f"{' ' * draw(st.integers(0, 1))}{y}\t{t}" for y, t in rows]
     header = draw(st.booleans())
     eol = draw(st.sampled_from(["\n", "\r\n"]))
-    valid = True
+    valid, refuse = True, False
     damage = draw(st.sampled_from(["none", "label", "no_tab", "empty_text", "blank_line", "nul", "huge_line",
                                    "lone_cr", "none", "none"]))
     i = draw(st.integers(0, len(lines) - 1))
     if damage == "label":
         lines[i] = draw(_BAD_LABEL) + "\t" + rows[i][1]
-        valid = False
+        field = lines[i].split("\t", 1)[0].strip()
+        plain = field[1:] if field[:1] == "-" else field
+        if plain.isascii() and plain.isdigit() and 0 <= int(field) < (k or MAX_NUM_CLASSES) or (
+                i == 0 and not header and field.lower() == "label"):
+            valid = None  # still a valid label ("007", "-0", one in range), or the first line reads as a header
+        else:
+            valid, refuse = False, True
     elif damage == "no_tab":
         lines[i] = lines[i].replace("\t", " ")
-        valid = False
+        valid, refuse = False, "\t" not in rows[i][1]
     elif damage == "empty_text":
         lines[i] = f"{rows[i][0]}\t" + draw(st.sampled_from(["", " ", "\t ", "\x1c"]))
-        valid = False
+        valid, refuse = False, True
     elif damage == "blank_line":
         lines.insert(i, "")
-        valid = False
+        valid, refuse = False, True
     elif damage == "nul":
         lines[i] += "\x00\x00"
         rows[i] = (rows[i][0], rows[i][1] + "\x00\x00")
@@ -148,28 +154,21 @@ def tsv_files(draw):
         rows[i] = (rows[i][0], rows[i][1] + "w" * 300_000)
     elif damage == "lone_cr":
         eol = "\r"
-        valid = False
+        lines.append(lines[0])  # two lines at least: one of them ends in a bare \r
+        valid, refuse = False, True
     text = ("label\ttext" + eol if header else "") + eol.join(lines) + eol * draw(st.integers(0, 2))
     encoding = draw(st.sampled_from(["utf-8"] * 6 + ["utf-8-sig", "utf-8-sig", "utf-16", "latin-1"]))
     data = text.encode(encoding, errors="replace")
-    if encoding == "utf-16" or encoding == "latin-1" and data != text.encode("utf-8"):
-        valid = False
-    if damage == "label":
-        try:  # a damaged label can still be a valid one ("007", "-0", a number in range)
-            y = int(lines[i].split("\t", 1)[0].strip())
-            if str(lines[i].split("\t", 1)[0].strip()).lstrip("-").isdigit() and 0 <= y <= (k or MAX_NUM_CLASSES) - 1:
-                valid = None
-        except ValueError:
-            pass
-    if damage == "label" and lines[i].split("\t", 1)[0].strip().lower() == "label" and i == 0 and not header:
-        valid = None  # the damaged first line reads as a header
+    if encoding == "utf-16":
+        valid, refuse = False, True  # its BOM (FF FE) is not UTF-8
+    elif encoding == "latin-1" and data != text.encode("utf-8"):
+        valid, refuse = False, False  # refused unless the bytes happen to be UTF-8 too
     if draw(st.integers(0, 4)) == 0:  # random bytes somewhere
         pos = draw(st.integers(0, len(data)))
-        junk = draw(st.binary(min_size=1, max_size=4))
-        data = data[:pos] + junk + data[pos:]
-        valid = None
+        data = data[:pos] + draw(st.binary(min_size=1, max_size=4)) + data[pos:]
+        valid, refuse = None, False
     expected = ([t for _, t in rows], [y for y, _ in rows]) if valid else None
-    return data, k, expected
+    return data, k, expected, refuse
 
 
 def _check_tsv_result(texts, labels, k):
@@ -180,7 +179,7 @@ def _check_tsv_result(texts, labels, k):
 
 @fuzz_tests("tsv", tsv_files())
 def _tsv(example):
-    data, k, expected = example
+    data, k, expected, must_refuse = example
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "train.tsv")
         with open(path, "wb") as f:
@@ -196,6 +195,7 @@ def _tsv(example):
                 assert f"line {e.line}:" in msg and 1 <= e.line <= data.count(b"\n") + 2, msg
             assert expected is None, f"a valid file was refused: {msg}"
             return
+        assert not must_refuse, f"a broken file was read: {len(texts)} texts, labels {labels.tolist()}"
         event("loaded" + (" (as generated)" if expected is not None else ""))
         _check_tsv_result(texts, labels, k)
         if expected is not None:
@@ -357,7 +357,7 @@ def write_tiny_gguf(path, meta=None, extra_kv=(), shapes=None, drop=(), lying=No
 
 _VALUES = st.one_of(st.integers(-3, 40), st.sampled_from([0, 2**31, 10**10, 2**40, -2**40]),
                     st.floats(allow_nan=True), st.sampled_from(["wide", "", "8"]), st.booleans(),
-                    st.lists(st.integers(0, 9), max_size=3))
+                    st.lists(st.integers(0, 9), min_size=1, max_size=3))  # (GGUFWriter refuses empty arrays)
 _GGUF_KEYS = list(_GGUF_META) + ["vocab_size", "rope.dimension_count", "rope.freq_base", "expert_count"]
 
 
@@ -421,7 +421,7 @@ def _gguf(example):
         except ModelFileError as e:
             event(f"refused ({e.field or re.sub(r'[0-9(].*', '', str(e).split(': ', 1)[-1])[:40]})")
             msg = one_line(e)
-            assert msg.startswith(path), msg
+            assert msg.startswith(path) and msg.count(path) == 1, msg
             if e.field is not None:
                 assert e.field in msg, msg
             assert spec or changed != data, f"the valid file was refused: {msg}"
@@ -553,7 +553,7 @@ def _hf(example):
         except ModelFileError as e:
             event(f"refused ({e.field or re.sub(r'[0-9(].*', '', str(e).split(': ', 1)[-1])[:40]})")
             msg = one_line(e)
-            assert msg.startswith(d), msg
+            assert msg.startswith(d) and msg.count(d) == 1, msg
             if e.field is not None:
                 assert e.field in msg, msg
             if e.field in config:  # a config.json field is named with its file

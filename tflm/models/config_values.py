@@ -30,12 +30,14 @@ def integer(value, field, path, minimum=1):
     return value
 
 
-def number(value, field, path, positive=False):
-    """`value` as a finite float (> 0 when `positive`)."""
+def number(value, field, path, positive=False, fraction=False):
+    """`value` as a finite float (> 0 when `positive`, in [0, 1] when `fraction`, e.g. a dropout rate)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise _bad(value, field, path, "a finite number")
     if positive and value <= 0:
         raise _bad(value, field, path, "a positive number")
+    if fraction and not 0 <= value <= 1:
+        raise _bad(value, field, path, "a number in [0, 1]")
     return float(value)
 
 

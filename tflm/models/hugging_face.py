@@ -235,7 +235,7 @@ def gpt2_backbone_config(config, directory="<config>"):
         "num_heads": n_head,
         "hidden_dim": n_embd,
         "intermediate_dim": cv.read(config, "n_inner", cv.integer, path, 4 * n_embd),
-        "dropout": cv.read(config, "resid_pdrop", cv.number, path, 0.1),
+        "dropout": cv.read(config, "resid_pdrop", cv.number, path, 0.1, fraction=True),
         "max_sequence_length": positions,
     }
 
@@ -277,7 +277,7 @@ def llama_backbone_config(config, directory="<config>"):
         "layer_norm_epsilon": cv.read(config, "rms_norm_eps", cv.number, path, 1e-6, positive=True),
         # transformers' LlamaConfig/MistralConfig default is untied.
         "tie_word_embeddings": cv.read(config, "tie_word_embeddings", cv.boolean, path, False),
-        "dropout": cv.read(config, "attention_dropout", cv.number, path, 0.0),
+        "dropout": cv.read(config, "attention_dropout", cv.number, path, 0.0, fraction=True),
     }
     scaling = _dict_field(config, "rope_scaling", path)
     if scaling is None:

@@ -84,7 +84,7 @@ def load_tsv(path, num_classes=None):
 
     Raises:
         DataError naming the file and 1-based line for: a missing file,
-        invalid UTF-8, a line without a tab, a non-integer label, a label
+        invalid UTF-8, a carriage return inside a line, a line without a tab, a non-integer label, a label
         outside 0..k-1, an empty text, or a file without examples.
     """
     path = os.fspath(path)
@@ -99,6 +99,9 @@ def load_tsv(path, num_classes=None):
         line = lines[i]
         if line.endswith("\r"):
             line = line[:-1]
+        if "\r" in line:  # text after it would silently join this line
+            raise DataError("carriage return (\\r) inside the line: old Mac (CR) line endings? "
+                            "Save the file with \\n or \\r\\n line endings", path, i + 1)
         tab = line.find("\t")
         if tab < 0:
             what = "empty line" if not line.strip() else f"no tab in line {line[:40]!r}"
