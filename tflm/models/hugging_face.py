@@ -35,6 +35,7 @@ Every checkpoint tensor must be consumed by the conversion; a left-over tensor
 than a silently different model.
 """
 
+import itertools
 import json
 import os
 
@@ -334,7 +335,7 @@ def check_weight_shapes(weights, kwargs, shapes, num_layers_field, directory):
     embeddings (layer None) and for each layer (the big matrices).
     """
     path = _config_path(directory)
-    for layer in [None] + list(range(kwargs["num_layers"])):  # stops at the first missing layer
+    for layer in itertools.chain([None], range(kwargs["num_layers"])):  # lazily: stops at the first missing layer
         for key, (want, fields) in shapes(kwargs, layer).items():
             have = weights.shape(key)
             if have is None:
