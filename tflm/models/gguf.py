@@ -320,6 +320,7 @@ def load_gguf(path, name=None):
     vocab = meta("vocab_size", cv.integer, emb_rows)
     tie = "output.weight" not in tensors
     ff = meta("feed_forward_length", cv.integer)
+    max_len = meta("context_length", cv.integer, 2048)
     tokenizer = gguf_tokenizer(reader, path)
     # Before anything is sized by the metadata.
     check_tensor_shapes(tensors, _expected_shapes(min(num_layers, len(tensors)), hidden, n_head, n_head_kv, ff,
@@ -362,8 +363,8 @@ def load_gguf(path, name=None):
             tokenizer,
             name=name or os.path.splitext(os.path.basename(path))[0],
             source="gguf",
-            max_sequence_length=meta("context_length", cv.integer, 2048),
+            max_sequence_length=max_len,
             metadata=metadata,
         )
-    except ValueError as e:
+    except ValueError as e:  # LanguageModel's checks (e.g. tokenizer larger than the vocabulary)
         raise ModelFileError(str(e), path) from None
