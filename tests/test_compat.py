@@ -232,3 +232,26 @@ def test_clip_gradients_hook():
     opt.apply_gradients([(tf.constant([3.0, 4.0]), v)])
     assert calls == [1]
     np.testing.assert_allclose(np.asarray(v), [-0.6, -0.8], rtol=1e-6)  # Keras' own global-norm clip
+
+
+def test_bounded_gguf_reader_refuses_reads_past_the_end(tmp_path):
+    """gguf's private `GGUFReader._get(offset, dtype, count, override_order)` is what the bound wraps;
+    a valid file reads as with GGUFReader, a truncated one fails with the bound's message."""
+    import gguf
+
+    assert _params(gguf.GGUFReader._get) == ["self", "offset", "dtype", "count", "override_order"]
+    path = tmp_path / "t.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(1)
+    w.add_tensor("token_embd.weight", np.arange(16, dtype=np.float32).reshape(2, 8))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    ours, theirs = _compat.bounded_gguf_reader(path), gguf.GGUFReader(path)
+    assert list(ours.fields) == list(theirs.fields)
+    np.testing.assert_array_equal(ours.tensors[0].data, theirs.tensors[0].data)
+    data = path.read_bytes()
+    (tmp_path / "short.gguf").write_bytes(data[:-8])  # the tensor's last 2 floats are gone
+    with pytest.raises(ValueError, match="runs past the end of the file"):
+        _compat.bounded_gguf_reader(tmp_path / "short.gguf")

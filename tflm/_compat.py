@@ -23,6 +23,9 @@ Entries:
     * `in_multi_worker_mode(strategy)`: `strategy.extended._in_multi_worker_mode()`;
       `multi_worker_step_logs` works around Keras' reduction of scalar step logs there.
     * `ClipGradientsHook`: `Optimizer._clip_gradients` behind a public-named hook.
+    * `bounded_gguf_reader(path)`: `gguf.GGUFReader` whose private `_get` refuses a read
+      past the end of the file (gguf 0.19 silently returns a short or empty array there,
+      so a lying array length loops for ever and a lying tensor size goes unnoticed).
 """
 
 import importlib
@@ -31,12 +34,17 @@ import warnings
 
 import keras
 
-TESTED = {"keras": ("3.15",), "keras_hub": ("0.32",), "tensorflow": ("2.21",)}
+TESTED = {"keras": ("3.15",), "keras_hub": ("0.32",), "tensorflow": ("2.21",), "gguf": ("0.19",)}
 _warned = set()
 
 
 def _version(library):
-    return importlib.import_module(library).__version__
+    module = importlib.import_module(library)
+    if hasattr(module, "__version__"):
+        return module.__version__
+    from importlib import metadata
+
+    return metadata.version(library)
 
 
 def check_version(library):
@@ -229,3 +237,32 @@ class ClipGradientsHook:
     def _clip_gradients(self, grads):
         check_version("keras")
         return self.clip_gradients(grads)
+
+
+# --- gguf ----------------------------------------------------------------------------------
+def bounded_gguf_reader(path):
+    """`gguf.GGUFReader(path)` that raises ValueError on any read past the end of the file.
+
+    Every header, metadata and tensor read of the reader goes through its private
+    ``_get(offset, dtype, count)``, which slices the memory map: past the end it
+    returns a shorter (or empty) array instead of failing. A metadata array claiming
+    2^60 elements then loops (and grows) for ever, and a tensor claiming more bytes
+    than the file holds is only noticed, if at all, when it is reshaped. Bounding
+    `_get` by the file size makes every such file fail at once, before anything is
+    sized by the lying count (the reader itself only memory-maps the file).
+    """
+    check_version("gguf")
+    import numpy as np
+    from gguf import GGUFReader
+
+    class _BoundedReader(GGUFReader):
+        def _get(self, offset, dtype, count=1, override_order=None):
+            end = int(offset) + int(np.dtype(dtype).itemsize) * int(count)
+            if int(count) < 0 or end > len(self.data):
+                raise ValueError(
+                    f"truncated or corrupt: a read of {int(count)} x {np.dtype(dtype).name} at byte {int(offset)} "
+                    f"runs past the end of the file ({len(self.data)} bytes)"
+                )
+            return super()._get(offset, dtype, count, override_order)
+
+    return _BoundedReader(path)

@@ -186,7 +186,7 @@ class SentenceFeatures:
     def _load(self, cache, index, rows):
         if cache is None or not cache.has(index):
             return None
-        return cache.load(index, rows, repair=self.repair_cache)
+        return cache.load(index, rows, repair=self.repair_cache, columns=self.lm.hidden_dim)
 
     def context_f(self, texts, max_contexts=20000, seed=0):
         """f at every real position of the texts (each prefix is a context), subsampled.

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from tflm.models.errors import ModelFileError
+
 
 class CheckpointLoader:
     """Ports checkpoint tensors into Keras variables, as keras-hub's converters ask.
@@ -31,11 +33,16 @@ class CheckpointLoader:
 
     def port_weight(self, keras_variable, hf_weight_key, hook_fn=None):
         tensor = self.get(hf_weight_key)
+        name = self.tensor_name(hf_weight_key)
         if hook_fn is not None:
-            tensor = hook_fn(tensor, list(keras_variable.shape))
+            try:
+                tensor = hook_fn(tensor, list(keras_variable.shape))
+            except ValueError as e:  # e.g. a fused q/k/v tensor that does not split in three
+                raise ModelFileError(f"tensor {name!r} of shape {tuple(tensor.shape)} does not fit the backbone "
+                                     f"({e}){self.mismatch_hint}", self.source, name) from None
         if tuple(tensor.shape) != tuple(keras_variable.shape):
-            raise ValueError(
-                f"{self.source}: tensor {self.tensor_name(hf_weight_key)!r} has shape {tuple(tensor.shape)}, "
-                f"the backbone expects {tuple(keras_variable.shape)}{self.mismatch_hint}"
+            raise ModelFileError(
+                f"tensor {name!r} has shape {tuple(tensor.shape)}, "
+                f"the backbone expects {tuple(keras_variable.shape)}{self.mismatch_hint}", self.source, name
             )
         keras_variable.assign(np.asarray(tensor).astype(keras_variable.dtype))

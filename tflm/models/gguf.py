@@ -23,7 +23,9 @@ import os
 
 import numpy as np
 
+from tflm.models import config_values as cv
 from tflm.models.checkpoint_loader import CheckpointLoader
+from tflm.models.errors import ModelFileError
 from tflm.models.language_model import LanguageModel
 from tflm.tokenization import Tokenizer
 
@@ -67,9 +69,52 @@ def _field(reader, key, default=KeyError, path=None):
     field = reader.fields.get(key)
     if field is None:
         if default is KeyError:
-            raise ValueError(f"{path or 'GGUF file'}: GGUF metadata lacks {key!r}")
+            raise ModelFileError(f"GGUF metadata lacks {key!r}", path or "GGUF file", key)
         return default
-    return field.contents()
+    try:
+        return field.contents()
+    except Exception as e:  # a malformed value (gguf raises IndexError, UnicodeDecodeError, ...)
+        raise ModelFileError(f"GGUF metadata {key!r} is malformed ({type(e).__name__}: {e})",
+                             path or "GGUF file", key) from None
+
+
+def _typed(reader, key, kind, path, default=KeyError, **kwargs):
+    """A metadata value checked by `tflm.models.config_values` (`kind`: cv.integer, cv.number, ...)."""
+    value = _field(reader, key, default, path)
+    return value if value is None or (default is not KeyError and value is default) else kind(
+        value, key, path, **kwargs)
+
+
+def _expected_shapes(num_layers, hidden, n_head, n_head_kv, ff, vocab, tie):
+    """{gguf tensor name: numpy shape} of a Llama GGUF file with these sizes (rows = ggml ne[1])."""
+    kv = n_head_kv * (hidden // n_head)
+    shapes = {"token_embd.weight": (vocab, hidden), "output_norm.weight": (hidden,)}
+    if not tie:
+        shapes["output.weight"] = (vocab, hidden)
+    for i in range(num_layers):
+        p = f"blk.{i}."
+        shapes.update({
+            p + "attn_norm.weight": (hidden,), p + "ffn_norm.weight": (hidden,),
+            p + "attn_q.weight": (hidden, hidden), p + "attn_k.weight": (kv, hidden),
+            p + "attn_v.weight": (kv, hidden), p + "attn_output.weight": (hidden, hidden),
+            p + "ffn_gate.weight": (ff, hidden), p + "ffn_up.weight": (ff, hidden),
+            p + "ffn_down.weight": (hidden, ff),
+        })
+    return shapes
+
+
+def check_tensor_shapes(tensors, expected, path):
+    """Every tensor the metadata implies is present with that shape (checked BEFORE the
+    backbone, sized by the metadata, is built: lying sizes are refused without allocating)."""
+    for name, want in expected.items():
+        tensor = tensors.get(name)
+        if tensor is None:
+            raise ModelFileError(f"GGUF file has no tensor {name!r} (the metadata implies it)", path, name)
+        have = tuple(int(n) for n in reversed(tensor.shape))
+        if have != want:
+            raise ModelFileError(
+                f"tensor {name!r} has shape {have}, the llama.* metadata (embedding_length, head_count, "
+                f"head_count_kv, feed_forward_length, vocab_size) implies {want}", path, name)
 
 
 def _tensor_array(tensor):
@@ -79,7 +124,7 @@ def _tensor_array(tensor):
     try:
         arr = quants.dequantize(tensor.data, tensor.tensor_type)
     except NotImplementedError as e:
-        raise ValueError(f"tensor {tensor.name}: {e}") from None
+        raise ValueError(f"tensor {tensor.name!r}: {e}") from None
     shape = tuple(int(s) for s in reversed(tensor.shape))
     return np.asarray(arr, dtype=np.float32).reshape(shape)
 
@@ -129,12 +174,12 @@ class _GGUFWeights(CheckpointLoader):
     def get(self, hf_key):
         name = self.hf_to_gguf[hf_key]
         if name not in self.tensors:
-            raise ValueError(f"{self.path}: GGUF file has no tensor {name!r}")
+            raise ModelFileError(f"GGUF file has no tensor {name!r}", self.path, name)
         self.used.add(name)
         try:
             arr = _tensor_array(self.tensors[name])
         except ValueError as e:
-            raise ValueError(f"{self.path}: {e}") from None
+            raise ModelFileError(str(e), self.path, name) from None
         if name.endswith("attn_q.weight"):
             arr = unpermute_rotary(arr, self.n_head)
         elif name.endswith("attn_k.weight"):
@@ -151,27 +196,42 @@ def gguf_tokenizer(reader, path=None):
     path = path or "GGUF file"
     model = _field(reader, "tokenizer.ggml.model", None)
     if model != "gpt2":
-        raise ValueError(
-            f"{path}: unsupported tokenizer model tokenizer.ggml.model={model!r} "
-            "(tflm rebuilds only byte-level BPE, tokenizer.ggml.model='gpt2')"
+        raise ModelFileError(
+            f"unsupported tokenizer model tokenizer.ggml.model={model!r} "
+            "(tflm rebuilds only byte-level BPE, tokenizer.ggml.model='gpt2')", path, "tokenizer.ggml.model"
         )
     pre = _field(reader, "tokenizer.ggml.pre", "gpt-2")
-    if pre not in SUPPORTED_PRE:
-        raise ValueError(
-            f"{path}: unsupported pre-tokenizer tokenizer.ggml.pre={pre!r} (supported: {', '.join(SUPPORTED_PRE)})"
+    if not isinstance(pre, str) or pre not in SUPPORTED_PRE:
+        raise ModelFileError(
+            f"unsupported pre-tokenizer tokenizer.ggml.pre={pre!r} (supported: {', '.join(SUPPORTED_PRE)})",
+            path, "tokenizer.ggml.pre"
         )
-    tokens = list(_field(reader, "tokenizer.ggml.tokens", path=path))
-    merges = [tuple(m.split(" ")) for m in _field(reader, "tokenizer.ggml.merges", path=path)]
+
+    def str_list(key, default=KeyError):
+        value = _field(reader, key, default, path=path)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ModelFileError(f"GGUF metadata {key!r} must be an array of strings", path, key)
+        return value
+
+    tokens = str_list("tokenizer.ggml.tokens")
+    merges = [tuple(m.split(" ")) for m in str_list("tokenizer.ggml.merges", [])]
     bad = [m for m in merges if len(m) != 2]
     if bad:
-        raise ValueError(f"{path}: malformed BPE merge {' '.join(bad[0])!r}")
-    types = list(_field(reader, "tokenizer.ggml.token_type", [1] * len(tokens)))
+        raise ModelFileError(f"malformed BPE merge {' '.join(bad[0])!r}", path, "tokenizer.ggml.merges")
+    types = _field(reader, "tokenizer.ggml.token_type", [1] * len(tokens), path)
+    if not isinstance(types, list) or len(types) != len(tokens):
+        raise ModelFileError(
+            "GGUF metadata 'tokenizer.ggml.token_type' must be an array with one entry per token", path,
+            "tokenizer.ggml.token_type")
     vocab = {tok: i for i, tok in enumerate(tokens)}
     if len(vocab) != len(tokens):
-        raise ValueError(f"{path}: tokenizer.ggml.tokens has duplicate entries")
-    add_prefix_space = bool(_field(reader, "tokenizer.ggml.add_space_prefix", False))
+        raise ModelFileError("tokenizer.ggml.tokens has duplicate entries", path, "tokenizer.ggml.tokens")
+    add_prefix_space = _typed(reader, "tokenizer.ggml.add_space_prefix", cv.boolean, path, False)
     llama3 = pre in ("llama-bpe", "llama3")
-    bpe = tokenizers.models.BPE(vocab=vocab, merges=merges, ignore_merges=llama3)
+    try:
+        bpe = tokenizers.models.BPE(vocab=vocab, merges=merges, ignore_merges=llama3)
+    except Exception as e:  # tokenizers raises a bare Exception for a merge of unknown tokens
+        raise ModelFileError(f"BPE tokenizer cannot be built ({e})", path, "tokenizer.ggml.merges") from None
     backend = tokenizers.Tokenizer(bpe)
     if pre in _DIGIT_SPLIT_GPT2_PRES:
         backend.pre_tokenizer = pre_tokenizers.Sequence(
@@ -197,91 +257,114 @@ def gguf_tokenizer(reader, path=None):
     ]
     if specials:
         backend.add_special_tokens(specials)
-    eos = _field(reader, "tokenizer.ggml.eos_token_id", None)
-    return Tokenizer(backend, f"gguf:bpe(pre={pre})", eos_token_id=None if eos is None else int(eos))
+    eos = _typed(reader, "tokenizer.ggml.eos_token_id", cv.integer, path, None, minimum=0)
+    return Tokenizer(backend, f"gguf:bpe(pre={pre})", eos_token_id=eos)
 
 
 # --- model --------------------------------------------------------------------
 def load_gguf(path, name=None):
-    """A llama.cpp GGUF file of a Llama-family model as a float32 `LanguageModel`."""
-    import keras_hub
-    from gguf import GGUFReader
+    """A llama.cpp GGUF file of a Llama-family model as a float32 `LanguageModel`.
 
-    from tflm._compat import keras_hub_transformers_converter
+    A corrupt, truncated or inconsistent file raises `ModelFileError` naming it
+    (and the metadata field or tensor): the reader refuses reads past the end of
+    the file, and every tensor the metadata implies is checked for its shape
+    before the backbone is built, so a file that lies about its sizes is refused
+    before anything is allocated by them.
+    """
+    import keras_hub
+
+    from tflm._compat import bounded_gguf_reader, keras_hub_transformers_converter
 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"GGUF file not found: {path}")
     try:
-        reader = GGUFReader(path)
-    except Exception as e:  # gguf raises ValueError/struct errors/etc. on bad files
-        raise ValueError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from None
-    arch = _field(reader, "general.architecture", None)
+        reader = bounded_gguf_reader(path)
+    except Exception as e:  # gguf raises ValueError/KeyError/IndexError/... on bad files
+        raise ModelFileError(f"not a readable GGUF file ({type(e).__name__}: {e})", path) from None
+    arch = _field(reader, "general.architecture", None, path)
     if arch != "llama":
-        raise ValueError(
-            f"{path}: unsupported GGUF architecture general.architecture={arch!r} (tflm loads 'llama' only)"
+        raise ModelFileError(
+            f"unsupported GGUF architecture general.architecture={arch!r} (tflm loads 'llama' only)",
+            path, "general.architecture"
         )
 
-    def meta(key, default=KeyError):
-        return _field(reader, f"llama.{key}", default, path=path)
+    def meta(key, kind, default=KeyError, **kwargs):
+        return _typed(reader, f"llama.{key}", kind, path, default, **kwargs)
 
-    if meta("expert_count", 0):
-        raise ValueError(f"{path}: mixture-of-experts GGUF models are not supported")
+    if meta("expert_count", cv.integer, 0, minimum=0):
+        raise ModelFileError("mixture-of-experts GGUF models (llama.expert_count > 0) are not supported", path,
+                             "llama.expert_count")
     tensors = {t.name: t for t in reader.tensors}
-    num_layers = int(meta("block_count"))
-    hidden = int(meta("embedding_length"))
-    n_head = int(meta("attention.head_count"))
-    n_head_kv = int(meta("attention.head_count_kv", n_head))
+    num_layers = meta("block_count", cv.integer)
+    hidden = meta("embedding_length", cv.integer)
+    n_head = meta("attention.head_count", cv.integer)
+    n_head_kv = meta("attention.head_count_kv", cv.integer, n_head)
+    if hidden % n_head or n_head % n_head_kv:
+        raise ModelFileError(
+            f"llama.embedding_length={hidden}, llama.attention.head_count={n_head}, "
+            f"llama.attention.head_count_kv={n_head_kv}: the head counts must divide", path,
+            "llama.attention.head_count")
     head_dim = hidden // n_head
-    rope_dim = int(meta("rope.dimension_count", head_dim))
-    if rope_dim != head_dim or hidden % n_head:
-        raise ValueError(f"{path}: rope.dimension_count={rope_dim} != head dim {hidden}/{n_head} (unsupported)")
-    scaling = meta("rope.scaling.type", "none")
+    rope_dim = meta("rope.dimension_count", cv.integer, head_dim)
+    if rope_dim != head_dim:
+        raise ModelFileError(f"llama.rope.dimension_count={rope_dim} != head dim {hidden}/{n_head} (unsupported)",
+                             path, "llama.rope.dimension_count")
+    scaling = _field(reader, "llama.rope.scaling.type", "none", path)
     if scaling not in ("none", None) or "rope_freqs.weight" in tensors:
-        raise ValueError(f"{path}: RoPE scaling ({scaling}, rope_freqs) is not supported")
+        raise ModelFileError(f"RoPE scaling (llama.rope.scaling.type={scaling!r}, rope_freqs) is not supported", path,
+                             "llama.rope.scaling.type")
     if "token_embd.weight" not in tensors:
-        raise ValueError(f"{path}: GGUF file has no token_embd.weight")
-    emb_rows = int(tensors["token_embd.weight"].shape[1])
-    vocab = int(meta("vocab_size", emb_rows))
+        raise ModelFileError("GGUF file has no token_embd.weight", path, "token_embd.weight")
+    emb_rows = int(tensors["token_embd.weight"].shape[-1])
+    vocab = meta("vocab_size", cv.integer, emb_rows)
     tie = "output.weight" not in tensors
+    ff = meta("feed_forward_length", cv.integer)
+    max_len = meta("context_length", cv.integer, 2048)
+    tokenizer = gguf_tokenizer(reader, path)
+    # Before anything is sized by the metadata.
+    check_tensor_shapes(tensors, _expected_shapes(min(num_layers, len(tensors)), hidden, n_head, n_head_kv, ff,
+                                                  vocab, tie), path)
+    if num_layers > len(tensors):
+        raise ModelFileError(f"llama.block_count={num_layers} but the file holds {len(tensors)} tensors",
+                             path, "llama.block_count")
     kwargs = dict(
         vocabulary_size=vocab,
         num_layers=num_layers,
         num_query_heads=n_head,
         num_key_value_heads=n_head_kv,
         hidden_dim=hidden,
-        intermediate_dim=int(meta("feed_forward_length")),
-        rope_max_wavelength=float(meta("rope.freq_base", 10000.0)),
-        layer_norm_epsilon=float(meta("attention.layer_norm_rms_epsilon")),
+        intermediate_dim=ff,
+        rope_max_wavelength=meta("rope.freq_base", cv.number, 10000.0, positive=True),
+        layer_norm_epsilon=meta("attention.layer_norm_rms_epsilon", cv.number, positive=True),
         tie_word_embeddings=tie,
     )
-    tokenizer = gguf_tokenizer(reader, path)
     backbone = keras_hub.models.Llama3Backbone(**kwargs, dtype="float32", name="llama3_backbone")
     weights = _GGUFWeights(path, tensors, num_layers, n_head, n_head_kv)
     keras_hub_transformers_converter("llama3").convert_weights(backbone, weights, {})
     leftover = sorted(set(tensors) - weights.used)
     if leftover:
-        raise ValueError(
-            f"{path}: {len(leftover)} GGUF tensors the llama conversion does not use ({', '.join(leftover[:5])})"
+        raise ModelFileError(
+            f"{len(leftover)} GGUF tensors the llama conversion does not use ({', '.join(leftover[:5])})", path
         )
-    general_name = _field(reader, "general.name", None)
-    file_type = _field(reader, "general.file_type", None)
+    general_name = _field(reader, "general.name", None, path)
+    file_type = _typed(reader, "general.file_type", cv.integer, path, None, minimum=0)
     metadata = {"path": os.path.abspath(path), "gguf_name": general_name, "tokenizer_pre": tokenizer.name}
     if file_type is not None:
         try:
             from gguf import LlamaFileType
 
-            metadata["gguf_file_type"] = LlamaFileType(int(file_type)).name
+            metadata["gguf_file_type"] = LlamaFileType(file_type).name
         except (ImportError, ValueError):
-            metadata["gguf_file_type"] = int(file_type)
+            metadata["gguf_file_type"] = file_type
     try:
         return LanguageModel(
             backbone,
             tokenizer,
             name=name or os.path.splitext(os.path.basename(path))[0],
             source="gguf",
-            max_sequence_length=int(meta("context_length", 2048)),
+            max_sequence_length=max_len,
             metadata=metadata,
         )
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
+    except ValueError as e:  # LanguageModel's checks (e.g. tokenizer larger than the vocabulary)
+        raise ModelFileError(str(e), path) from None

@@ -35,12 +35,15 @@ Every checkpoint tensor must be consumed by the conversion; a left-over tensor
 than a silently different model.
 """
 
+import itertools
 import json
 import os
 
 import numpy as np
 
+from tflm.models import config_values as cv
 from tflm.models.checkpoint_loader import CheckpointLoader
+from tflm.models.errors import ModelFileError
 from tflm.models.language_model import LanguageModel
 from tflm.tokenization import Tokenizer
 
@@ -70,10 +73,14 @@ class SafetensorsCheckpoint(CheckpointLoader):
         single_path = os.path.join(directory, SAFETENSORS_FILE)
         if os.path.isfile(index_path):
             try:
-                with open(index_path) as f:
+                with open(index_path, encoding="utf-8") as f:
                     weight_map = json.load(f)["weight_map"]
-            except (ValueError, KeyError) as e:
-                raise ValueError(f"{index_path}: not a valid safetensors index ({e})") from None
+            except (ValueError, KeyError, TypeError, RecursionError) as e:
+                raise ModelFileError(f"not a valid safetensors index ({type(e).__name__}: {e})", index_path) from None
+            if not isinstance(weight_map, dict) or not all(
+                isinstance(v, str) and v and os.path.basename(v) == v for v in weight_map.values()
+            ):
+                raise ModelFileError("weight_map must map tensor names to shard file names", index_path, "weight_map")
             files = sorted(set(weight_map.values()))
         elif os.path.isfile(single_path):
             files = [SAFETENSORS_FILE]
@@ -112,15 +119,23 @@ class SafetensorsCheckpoint(CheckpointLoader):
     def get(self, key):
         full = self.resolve(key)
         if full is None:
-            raise ValueError(f"{self.directory}: weights have no tensor {key!r}")
+            raise ModelFileError(f"weights have no tensor {key!r}", self.directory, key)
         self.used.add(full)
         path = self.entries[full]
         with _open_safetensors(path) as f:
             try:
                 arr = f.get_tensor(full)
             except Exception as e:  # SafetensorError, or a dtype numpy cannot hold
-                raise ValueError(f"{path}: corrupt or unreadable tensor {full!r} ({e})") from None
+                raise ModelFileError(f"corrupt or unreadable tensor {full!r} ({e})", path, full) from None
         return arr.astype(np.float32) if _is_float(arr.dtype) else arr
+
+    def shape(self, key):
+        """The shape of tensor `key` from the file's header (no data read), or None if absent."""
+        full = self.resolve(key)
+        if full is None:
+            return None
+        with _open_safetensors(self.entries[full]) as f:
+            return tuple(int(n) for n in f.get_slice(full).get_shape())
 
     def unused(self):
         return sorted(
@@ -139,8 +154,8 @@ def _open_safetensors(path):
 
     try:
         return safe_open(path, framework="numpy")
-    except SafetensorError as e:
-        raise ValueError(f"{path}: corrupt or truncated safetensors file ({e})") from None
+    except (SafetensorError, OSError) as e:
+        raise ModelFileError(f"corrupt or truncated safetensors file ({e})", path) from None
 
 
 # --- config -----------------------------------------------------------------
@@ -149,34 +164,48 @@ def _read_config(directory):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{directory}: not a Hugging Face checkpoint (no config.json)")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             config = json.load(f)
-    except ValueError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise ModelFileError(f"not valid JSON ({type(e).__name__}: {e})", path) from None
     if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise ModelFileError("expected a JSON object", path)
     return config
 
 
 def _unsupported(directory, what):
-    return ValueError(f"{directory}: unsupported checkpoint: {what}")
+    return ModelFileError(f"unsupported checkpoint: {what}", directory)
 
 
-def _first_id(value):
+def _config_path(directory):
+    return directory if directory == "<config>" else os.path.join(directory, "config.json")
+
+
+def _first_id(config, path):
+    value = config.get("eos_token_id")
     if isinstance(value, (list, tuple)):
-        return int(value[0]) if value else None
-    return None if value is None else int(value)
+        value = value[0] if value else None
+    return None if value is None else cv.integer(value, "eos_token_id", path, minimum=0)
 
 
-def _rope_theta(config):
-    params = config.get("rope_parameters") or {}
-    theta = params.get("rope_theta", config.get("rope_theta", 10000.0))
-    return float(theta)
+def _dict_field(config, key, path):
+    value = config.get(key)
+    if value is not None and not isinstance(value, dict):
+        raise ModelFileError(f"field {key!r} must be an object or null, got {value!r}", path, key)
+    return value
+
+
+def _rope_theta(config, path):
+    params = _dict_field(config, "rope_parameters", path) or {}
+    if "rope_theta" in params:
+        return cv.number(params["rope_theta"], "rope_parameters.rope_theta", path, positive=True)
+    return cv.read(config, "rope_theta", cv.number, path, 10000.0, positive=True)
 
 
 def gpt2_backbone_config(config, directory="<config>"):
     """`GPT2Backbone` kwargs for a transformers `GPT2Config` dict (raises on what it cannot express)."""
-    eps = float(config.get("layer_norm_epsilon", 1e-5))
+    path = _config_path(directory)
+    eps = cv.read(config, "layer_norm_epsilon", cv.number, path, 1e-5)
     if abs(eps - 1e-5) > 1e-12:
         raise _unsupported(
             directory, f"GPT-2 layer_norm_epsilon={eps} (keras-hub's GPT2Backbone hard-codes 1e-5)"
@@ -193,64 +222,132 @@ def gpt2_backbone_config(config, directory="<config>"):
         ("scale_attn_by_inverse_layer_idx", False),
         ("add_cross_attention", False),
     ):
-        if bool(config.get(key, ok)) != ok:
+        if cv.read(config, key, cv.boolean, path, ok) != ok:
             raise _unsupported(directory, f"GPT-2 {key}={config.get(key)!r}")
-    n_embd = int(config["n_embd"])
+    n_embd = cv.read(config, "n_embd", cv.integer, path)
+    n_head = cv.read(config, "n_head", cv.integer, path)
+    if n_embd % n_head:
+        raise ModelFileError(f"n_embd={n_embd} is not a multiple of n_head={n_head}", path, "n_embd")
+    positions = cv.read(config, "n_positions", cv.integer, path, None) or cv.read(
+        config, "n_ctx", cv.integer, path, 1024)
     return {
-        "vocabulary_size": int(config["vocab_size"]),
-        "num_layers": int(config["n_layer"]),
-        "num_heads": int(config["n_head"]),
+        "vocabulary_size": cv.read(config, "vocab_size", cv.integer, path),
+        "num_layers": cv.read(config, "n_layer", cv.integer, path),
+        "num_heads": n_head,
         "hidden_dim": n_embd,
-        "intermediate_dim": int(config.get("n_inner") or 4 * n_embd),
-        "dropout": float(config.get("resid_pdrop", 0.1)),
-        "max_sequence_length": int(config.get("n_positions") or config.get("n_ctx") or 1024),
+        "intermediate_dim": cv.read(config, "n_inner", cv.integer, path, 4 * n_embd),
+        "dropout": cv.read(config, "resid_pdrop", cv.number, path, 0.1, fraction=True),
+        "max_sequence_length": positions,
     }
 
 
 def llama_backbone_config(config, directory="<config>"):
     """`Llama3Backbone` kwargs for a transformers Llama/Mistral config dict."""
+    path = _config_path(directory)
     model_type = config.get("model_type")
-    hidden = int(config["hidden_size"])
-    heads = int(config["num_attention_heads"])
+    hidden = cv.read(config, "hidden_size", cv.integer, path)
+    heads = cv.read(config, "num_attention_heads", cv.integer, path)
+    if hidden % heads:
+        raise ModelFileError(
+            f"hidden_size={hidden} is not a multiple of num_attention_heads={heads}", path, "hidden_size")
     act = config.get("hidden_act", "silu")
     if act != "silu":
         raise _unsupported(directory, f"{model_type} hidden_act={act!r} (Llama3Backbone uses silu)")
     for key in ("attention_bias", "mlp_bias"):
-        if config.get(key):
+        if cv.read(config, key, cv.boolean, path, False):
             raise _unsupported(directory, f"{model_type} {key}=True (Llama3Backbone has no biases)")
-    head_dim = config.get("head_dim")
-    if head_dim is not None and int(head_dim) * heads != hidden:
+    head_dim = cv.read(config, "head_dim", cv.integer, path, None)
+    if head_dim is not None and head_dim * heads != hidden:
         raise _unsupported(
             directory,
             f"{model_type} head_dim={head_dim} != hidden_size/num_attention_heads={hidden // heads}",
         )
+    kv_heads = cv.read(config, "num_key_value_heads", cv.integer, path, heads)
+    if heads % kv_heads:
+        raise ModelFileError(
+            f"num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}", path,
+            "num_key_value_heads")
     kwargs = {
-        "vocabulary_size": int(config["vocab_size"]),
-        "num_layers": int(config["num_hidden_layers"]),
+        "vocabulary_size": cv.read(config, "vocab_size", cv.integer, path),
+        "num_layers": cv.read(config, "num_hidden_layers", cv.integer, path),
         "num_query_heads": heads,
         "hidden_dim": hidden,
-        "intermediate_dim": int(config["intermediate_size"]),
-        "num_key_value_heads": int(config.get("num_key_value_heads") or heads),
-        "rope_max_wavelength": _rope_theta(config),
-        "layer_norm_epsilon": float(config.get("rms_norm_eps", 1e-6)),
+        "intermediate_dim": cv.read(config, "intermediate_size", cv.integer, path),
+        "num_key_value_heads": kv_heads,
+        "rope_max_wavelength": _rope_theta(config, path),
+        "layer_norm_epsilon": cv.read(config, "rms_norm_eps", cv.number, path, 1e-6, positive=True),
         # transformers' LlamaConfig/MistralConfig default is untied.
-        "tie_word_embeddings": bool(config.get("tie_word_embeddings", False)),
-        "dropout": float(config.get("attention_dropout", 0.0)),
+        "tie_word_embeddings": cv.read(config, "tie_word_embeddings", cv.boolean, path, False),
+        "dropout": cv.read(config, "attention_dropout", cv.number, path, 0.0, fraction=True),
     }
-    scaling = config.get("rope_scaling")
+    scaling = _dict_field(config, "rope_scaling", path)
     if scaling is None:
-        scaling = {k: v for k, v in (config.get("rope_parameters") or {}).items() if k != "rope_theta"}
+        params = _dict_field(config, "rope_parameters", path) or {}
+        scaling = {k: v for k, v in params.items() if k != "rope_theta"}
     rope_type = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
     if rope_type == "llama3":
         kwargs.update(
-            rope_frequency_adjustment_factor=float(scaling["factor"]),
-            rope_low_freq_factor=float(scaling["low_freq_factor"]),
-            rope_high_freq_factor=float(scaling["high_freq_factor"]),
-            rope_pretraining_sequence_length=int(scaling["original_max_position_embeddings"]),
+            rope_frequency_adjustment_factor=cv.read(scaling, "factor", cv.number, path),
+            rope_low_freq_factor=cv.read(scaling, "low_freq_factor", cv.number, path),
+            rope_high_freq_factor=cv.read(scaling, "high_freq_factor", cv.number, path),
+            rope_pretraining_sequence_length=cv.read(scaling, "original_max_position_embeddings", cv.integer, path),
         )
     elif rope_type != "default":
         raise _unsupported(directory, f"{model_type} rope_scaling type {rope_type!r} (supported: none, llama3)")
     return kwargs
+
+
+# --- config against weights ---------------------------------------------------
+def _gpt2_shapes(kw, layer):
+    d, ff = kw["hidden_dim"], kw["intermediate_dim"]
+    if layer is None:
+        return {"wte.weight": ((kw["vocabulary_size"], d), "vocab_size, n_embd"),
+                "wpe.weight": ((kw["max_sequence_length"], d), "n_positions, n_embd")}
+    fields = "n_embd, n_inner"
+    return {f"h.{layer}.attn.c_attn.weight": ((d, 3 * d), fields),
+            f"h.{layer}.attn.c_proj.weight": ((d, d), fields),
+            f"h.{layer}.mlp.c_fc.weight": ((d, ff), fields),
+            f"h.{layer}.mlp.c_proj.weight": ((ff, d), fields)}
+
+
+def _llama_shapes(kw, layer):
+    d, ff = kw["hidden_dim"], kw["intermediate_dim"]
+    if layer is None:
+        out = {"model.embed_tokens.weight": ((kw["vocabulary_size"], d), "vocab_size, hidden_size")}
+        if not kw["tie_word_embeddings"]:
+            out["lm_head.weight"] = ((kw["vocabulary_size"], d), "vocab_size, hidden_size")
+        return out
+    kv = kw["num_key_value_heads"] * (d // kw["num_query_heads"])
+    fields = "hidden_size, num_attention_heads, num_key_value_heads, intermediate_size"
+    p = f"model.layers.{layer}."
+    return {p + "self_attn.q_proj.weight": ((d, d), fields), p + "self_attn.k_proj.weight": ((kv, d), fields),
+            p + "self_attn.v_proj.weight": ((kv, d), fields), p + "self_attn.o_proj.weight": ((d, d), fields),
+            p + "mlp.gate_proj.weight": ((ff, d), fields), p + "mlp.up_proj.weight": ((ff, d), fields),
+            p + "mlp.down_proj.weight": ((d, ff), fields)}
+
+
+def check_weight_shapes(weights, kwargs, shapes, num_layers_field, directory):
+    """Compare config.json's sizes with the tensor shapes in the safetensors headers, BEFORE the
+    backbone (sized by config.json) is built: a config that lies about its sizes or its layer
+    count is refused without allocating more than the weights hold.
+
+    `shapes(kwargs, layer)` gives {tensor key: (expected shape, config fields)} for the
+    embeddings (layer None) and for each layer (the big matrices).
+    """
+    path = _config_path(directory)
+    for layer in itertools.chain([None], range(kwargs["num_layers"])):  # lazily: stops at the first missing layer
+        for key, (want, fields) in shapes(kwargs, layer).items():
+            have = weights.shape(key)
+            if have is None:
+                if layer is not None:
+                    raise ModelFileError(
+                        f"{num_layers_field}={kwargs['num_layers']} but the weights have no tensor {key!r} "
+                        "(config.json does not match the weights)", path, num_layers_field)
+                raise ModelFileError(f"weights have no tensor {key!r}", directory, key)
+            if tuple(have) != tuple(want):
+                raise ModelFileError(
+                    f"tensor {key!r} has shape {tuple(have)}, config.json ({fields}) implies {tuple(want)}",
+                    path, fields.split(", ")[0])
 
 
 # --- loading ----------------------------------------------------------------
@@ -279,10 +376,11 @@ def _build_gpt2(config, weights, directory):
     from tflm.models.untied_head import UntiedHead
 
     kwargs = gpt2_backbone_config(config, directory)
+    check_weight_shapes(weights, kwargs, _gpt2_shapes, "n_layer", directory)
     backbone = keras_hub.models.GPT2Backbone(**kwargs, dtype="float32", name="gpt2_backbone")
     keras_hub_transformers_converter("gpt2").convert_weights(backbone, weights, config)
     head = None
-    tied = bool(config.get("tie_word_embeddings", True))
+    tied = cv.read(config, "tie_word_embeddings", cv.boolean, _config_path(directory), True)
     if weights.has("lm_head.weight"):
         lm_head = weights.get("lm_head.weight")
         emb = keras.ops.convert_to_numpy(backbone.token_embedding.embeddings)
@@ -290,7 +388,7 @@ def _build_gpt2(config, weights, directory):
             head = UntiedHead(kwargs["vocabulary_size"], kwargs["hidden_dim"], use_f_lin=False, name="untied_head")
             head.set_phi(lm_head)
     elif not tied:
-        raise ValueError(f"{directory}: tie_word_embeddings is false but the weights have no lm_head.weight")
+        raise ModelFileError("tie_word_embeddings is false but the weights have no lm_head.weight", directory)
     return backbone, head, kwargs["max_sequence_length"]
 
 
@@ -301,15 +399,18 @@ def _build_llama(config, weights, directory):
 
     kwargs = llama_backbone_config(config, directory)
     if not kwargs["tie_word_embeddings"] and not weights.has("lm_head.weight"):
-        raise ValueError(f"{directory}: tie_word_embeddings is false but the weights have no lm_head.weight")
+        raise ModelFileError("tie_word_embeddings is false but the weights have no lm_head.weight", directory)
+    check_weight_shapes(weights, kwargs, _llama_shapes, "num_hidden_layers", directory)
     if kwargs["tie_word_embeddings"] and weights.has("lm_head.weight"):
         weights.used.add(weights.resolve("lm_head.weight"))  # transformers ties it too
     backbone = keras_hub.models.Llama3Backbone(**kwargs, dtype="float32", name="llama3_backbone")
     keras_hub_transformers_converter("llama3").convert_weights(backbone, weights, config)
-    max_len = int(config.get("max_position_embeddings") or 2048)
-    window = config.get("sliding_window")
-    if config.get("model_type") == "mistral" and window and config.get("use_sliding_window", True):
-        max_len = min(max_len, int(window))
+    path = _config_path(directory)
+    max_len = cv.read(config, "max_position_embeddings", cv.integer, path, 2048)
+    window = cv.read(config, "sliding_window", cv.integer, path, None)
+    if config.get("model_type") == "mistral" and window and cv.read(
+            config, "use_sliding_window", cv.boolean, path, True):
+        max_len = min(max_len, window)
     return backbone, None, max_len
 
 
@@ -319,7 +420,7 @@ def load_hf_dir(directory, name=None):
     if not os.path.exists(directory):
         raise FileNotFoundError(f"Hugging Face checkpoint directory not found: {directory}")
     if not os.path.isdir(directory):
-        raise ValueError(f"{directory}: not a directory (expected a Hugging Face checkpoint directory)")
+        raise ModelFileError("not a directory (expected a Hugging Face checkpoint directory)", directory)
     config = _read_config(directory)
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
@@ -334,14 +435,14 @@ def load_hf_dir(directory, name=None):
         build = _build_gpt2 if model_type == "gpt2" else _build_llama
         backbone, head, max_len = build(config, weights, directory)
     except KeyError as e:
-        raise ValueError(f"{directory}: config.json lacks required field {e}") from None
+        raise ModelFileError(f"config.json lacks required field {e}", directory) from None
     leftover = weights.unused()
     if leftover:
         shown = ", ".join(leftover[:5]) + (" ..." if len(leftover) > 5 else "")
         raise _unsupported(
             directory, f"{len(leftover)} weight tensors the {model_type} conversion does not use ({shown})"
         )
-    eos = _first_id(config.get("eos_token_id"))
+    eos = _first_id(config, _config_path(directory))
     tokenizer = _load_tokenizer(directory, eos, model_type)
     try:
         return LanguageModel(
@@ -354,4 +455,4 @@ def load_hf_dir(directory, name=None):
             metadata={"path": os.path.abspath(directory), "model_type": model_type},
         )
     except ValueError as e:
-        raise ValueError(f"{directory}: {e}") from None
+        raise ModelFileError(str(e), directory) from None

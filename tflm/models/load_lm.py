@@ -2,6 +2,7 @@
 
 import os
 
+from tflm.models.errors import ModelFileError
 from tflm.models.keras_hub_preset import load_preset_dir
 from tflm.models.specs import OFFLINE_ALTERNATIVES, SMOLLM2_ALIAS, resolve_spec
 from tflm.models.language_model import check_dtype
@@ -59,9 +60,10 @@ def _load_local(spec, name=None):
             from tflm.models.hugging_face import load_hf_dir
 
             return load_hf_dir(spec, name=name)
-        raise ValueError(f"{spec}: a directory but neither a keras-hub preset nor a Hugging Face checkpoint (no config.json)")
+        raise ModelFileError("a directory but neither a keras-hub preset nor a Hugging Face checkpoint (no config.json)",
+                             spec)
     if os.path.exists(spec):
-        raise ValueError(f"{spec}: unsupported model file (expected a directory or a .gguf file)")
+        raise ModelFileError("unsupported model file (expected a directory or a .gguf file)", spec)
     raise FileNotFoundError(
         f"model {spec!r} not found: not a path, not {SMOLLM2_ALIAS!r}, not hf://ORG/NAME or kaggle://..., "
         f"not a tiny model {TINY_SPECS}, not a keras-hub GPT-2 / Llama 3 preset name; {OFFLINE_ALTERNATIVES}"

@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from tflm.tasks.errors import DataError
+from tflm.tasks.task import MAX_NUM_CLASSES
 
 
 # --- files ------------------------------------------------------------------
@@ -48,11 +49,15 @@ def _parse_label(field, path, line, num_classes, label_map=None):
         s = field.strip()
         digits = s[1:] if s[:1] == "-" else s
         if not (digits.isascii() and digits.isdigit()):
-            raise DataError(f"label {field!r} is not an integer", path, line)
-        y = int(s)
-    if y < 0 or (num_classes is not None and y >= num_classes):
-        bound = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
-        raise DataError(f"label {y} outside {bound}", path, line)
+            raise DataError(f"label {field[:40]!r} is not an integer", path, line)
+        y = int(s) if len(digits) <= 18 else MAX_NUM_CLASSES  # no int() of a 10^6-digit label
+    # Checked before anything is sized by the labels (class counts, bincounts, one-hots).
+    k = MAX_NUM_CLASSES if num_classes is None else num_classes
+    if y < 0 or y >= k:
+        shown = s if label_map is None and len(s) <= 40 else y
+        bound = f"0..{k - 1}" + ("" if num_classes is not None else
+                                 f" (tflm's bound on the number of classes, {MAX_NUM_CLASSES})")
+        raise DataError(f"label {shown} outside {bound}", path, line)
     return y
 
 
@@ -63,14 +68,15 @@ def load_tsv(path, num_classes=None):
 
     Args:
         path: the file.
-        num_classes: k; labels must lie in 0..k-1. None: any label >= 0.
+        num_classes: k; labels must lie in 0..k-1. None: any label in
+            0..MAX_NUM_CLASSES-1 (`tflm.tasks.task.MAX_NUM_CLASSES`).
 
     Returns:
         (texts, labels): list of str, int64 numpy array.
 
     Raises:
         DataError naming the file and 1-based line for: a missing file,
-        invalid UTF-8, a line without a tab, a non-integer label, a label
+        invalid UTF-8, a carriage return inside a line, a line without a tab, a non-integer label, a label
         outside 0..k-1, an empty text, or a file without examples.
     """
     path = os.fspath(path)
@@ -85,6 +91,9 @@ def load_tsv(path, num_classes=None):
         line = lines[i]
         if line.endswith("\r"):
             line = line[:-1]
+        if "\r" in line:  # text after it would silently join this line
+            raise DataError("carriage return (\\r) inside the line: old Mac (CR) line endings? "
+                            "Save the file with \\n or \\r\\n line endings", path, i + 1)
         tab = line.find("\t")
         if tab < 0:
             what = "empty line" if not line.strip() else f"no tab in line {line[:40]!r}"
@@ -116,7 +125,7 @@ def load_csv(
         text_column: column name (needs `header`) or 0-based index, or a
             list of them joined with a space (e.g. AG News title + description).
         label_column: column name or index.
-        num_classes: k; labels must lie in 0..k-1 (None: any >= 0).
+        num_classes: k; labels must lie in 0..k-1 (None: 0..MAX_NUM_CLASSES-1).
         delimiter: field separator.
         header: whether the first row holds column names.
         label_map: optional dict raw label string -> int (e.g. ``{"1": 0,

@@ -178,8 +178,8 @@ def task_from_folder(path, name=None, register=False):
         try:
             with open(json_path, encoding="utf-8") as f:
                 config = json.load(f)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise DataError(f"not valid JSON ({e})", path=json_path) from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            raise DataError(f"not valid JSON ({type(e).__name__}: {e})", path=json_path) from None
         if not isinstance(config, dict):
             raise DataError("must hold a JSON object", path=json_path)
     files = [f for f in _TASK_FILES if os.path.isfile(os.path.join(path, f))]
@@ -189,9 +189,9 @@ def task_from_folder(path, name=None, register=False):
     if name is not None:
         config["name"] = name
     if "num_classes" not in config:
-        if config.get("label_names"):
+        if config.get("label_names") and isinstance(config["label_names"], list):
             config["num_classes"] = len(config["label_names"])
-        else:
+        else:  # (a label_names that is not a list is refused by Task below)
             max_label = -1
             for f in files:
                 _, labels = load_tsv(os.path.join(path, f), num_classes=None)

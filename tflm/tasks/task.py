@@ -30,6 +30,26 @@ SPLIT_PROTOCOLS = ("fixed", "random_90_10")
 
 DEFAULT_SOLVER = {"solver": "liblinear", "multi_class": "auto"}
 
+# The most classes a task may have, and so the largest label a task file may hold when the count
+# is inferred from it (`tflm.tasks.loaders`): arrays and label lists are sized by the class count.
+MAX_NUM_CLASSES = 10_000
+
+
+def _int(value, field, name, minimum=None, maximum=None):
+    """`value` as an int (no bool, no fraction); TypeError / ValueError naming the field."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"Task {name!r}: {field} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum or maximum is not None and value > maximum:
+        bound = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+        raise ValueError(f"Task {name!r}: {field} must be {bound}, got {value}")
+    return value
+
+
+def _optional_str(value, field, name):
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"Task {name!r}: {field} must be a string or None, got {value!r}")
+    return value
+
 
 def _tuple_of_str(value, field):
     if value is None:
@@ -108,10 +128,7 @@ class Task:
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"Task.name must be a non-empty string, got {self.name!r}")
-        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int):
-            raise TypeError(f"Task {self.name!r}: num_classes must be an int, got {self.num_classes!r}")
-        if self.num_classes < 2:
-            raise ValueError(f"Task {self.name!r}: num_classes must be >= 2, got {self.num_classes}")
+        _int(self.num_classes, "num_classes", self.name, 2, MAX_NUM_CLASSES)
         self.label_names = _tuple_of_str(self.label_names, "label_names") or tuple(
             str(i) for i in range(self.num_classes)
         )
@@ -120,8 +137,7 @@ class Task:
                 f"Task {self.name!r}: {len(self.label_names)} label_names for "
                 f"{self.num_classes} classes"
             )
-        if self.prompt is not None and not isinstance(self.prompt, str):
-            raise TypeError(f"Task {self.name!r}: prompt must be a string or None")
+        _optional_str(self.prompt, "prompt", self.name)
         if self.prompt == "":
             self.prompt = None
         self.subset_words = _tuple_of_str(self.subset_words, "subset_words")
@@ -138,24 +154,43 @@ class Task:
                 f"Task {self.name!r}: split_protocol must be one of {SPLIT_PROTOCOLS}, "
                 f"got {self.split_protocol!r}"
             )
-        if not 0.0 < float(self.test_fraction) < 1.0:
-            raise ValueError(f"Task {self.name!r}: test_fraction must be in (0, 1)")
-        if int(self.n_splits) < 1:
-            raise ValueError(f"Task {self.name!r}: n_splits must be >= 1")
+        fraction = self.test_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
+            raise ValueError(f"Task {self.name!r}: test_fraction must be a number in (0, 1), got {fraction!r}")
+        _int(self.n_splits, "n_splits", self.name, 1)
+        _int(self.split_seed, "split_seed", self.name)
         if self.probe_solver_exception is not None:
-            exc = dict(self.probe_solver_exception)
+            exc = self.probe_solver_exception
+            if not isinstance(exc, dict):
+                raise TypeError(f"Task {self.name!r}: probe_solver_exception must be an object, got {exc!r}")
+            exc = dict(exc)
             missing = {"features", "solver"} - set(exc)
             if missing:
                 raise ValueError(
                     f"Task {self.name!r}: probe_solver_exception needs keys {sorted(missing)}"
                 )
-            exc["features"] = [canonical_feature_name(f) for f in exc["features"]]
+            features = _tuple_of_str(exc["features"], "probe_solver_exception.features")
+            exc["features"] = [canonical_feature_name(f) for f in features]
             exc.setdefault("multi_class", "auto")
+            for key in ("solver", "multi_class"):
+                if not isinstance(exc[key], str):
+                    raise TypeError(f"Task {self.name!r}: probe_solver_exception.{key} must be a string")
             self.probe_solver_exception = exc
-        self.tfds_text_keys = tuple(self.tfds_text_keys or ())
-        self.tfds_splits = dict(self.tfds_splits or {})
+        self.tfds_text_keys = _tuple_of_str(self.tfds_text_keys, "tfds_text_keys")
+        for field in ("tfds_name", "tfds_label_key", "hf_name", "data_dir"):
+            _optional_str(getattr(self, field), field, self.name)
+        if not isinstance(self.description, str):
+            raise TypeError(f"Task {self.name!r}: description must be a string, got {self.description!r}")
+        splits = self.tfds_splits or {}
+        if not isinstance(splits, dict) or not all(isinstance(v, str) for v in splits.values()):
+            raise TypeError(f"Task {self.name!r}: tfds_splits must map split names to strings, got {splits!r}")
+        self.tfds_splits = dict(splits)
         if self.tfds_label_map is not None:
-            self.tfds_label_map = tuple(int(i) for i in self.tfds_label_map)
+            if isinstance(self.tfds_label_map, (str, dict)) or not hasattr(self.tfds_label_map, "__iter__"):
+                raise TypeError(f"Task {self.name!r}: tfds_label_map must be a list of labels")
+            self.tfds_label_map = tuple(
+                _int(i, "tfds_label_map", self.name, 0, self.num_classes - 1) for i in self.tfds_label_map
+            )
 
     # --- derived ------------------------------------------------------------
     @property
