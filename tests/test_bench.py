@@ -56,3 +56,13 @@ def test_profile_bench_tiny(tmp_path):
 def test_quad_loss_bench_quick(tmp_path):
     out = run_bench("quad_loss.py", "--quick", tmp_path=tmp_path)
     assert "Gram" in out or "gram" in out
+
+
+@pytest.mark.slow
+def test_packing_bench_tiny(tmp_path):
+    out = run_bench("packing.py", "--model", "tiny-llama", "--data", SHIPPED_DATA, "--sst2-texts", "40",
+                    "--pack-lengths", "64,256", "--dtypes", "float32", tmp_path=tmp_path)
+    rows = {line.split()[0] + " " + line.split()[1]: line for line in out.splitlines() if "x" in line and "tok/s" in line}
+    assert "unpacked " in " ".join(rows) and "packed 64" in rows and "packed 256" in rows
+    assert all(float(line.split()[-1]) < 1e-5 for line in rows.values())  # packed f == unpacked f (float32)
+    assert "first-call cost" in out
