@@ -7,12 +7,15 @@ and each dtype, it times (best of --repeats, components interleaved so machine n
 hits all alike):
 
 - trace: the first call of the extractor's traced-once forward pass (tracing + warm-up),
-- backbone: the whole forward pass (`ForwardPass`, dynamic input_signature),
+- backbone: the whole forward pass (`ForwardPass`, dynamic input_signature), padded and as
+  the packed step (block-causal mask from segment ids, per-token positions),
 - matmuls: only the model's dense matmuls (same shapes, same dtype, 7 per layer) -- the
   arithmetic floor of this batch on this machine,
 - per layer, scaled by the number of layers: attention (q/k/v/o projections, RoPE,
-  softmax, GQA repeat), RoPE alone (q and k), the two RMS norms, the SiLU-gated FFN,
-  and the attention mask construction.
+  softmax) three ways -- tflm's (grouped-query attention on K/V as they are), tflm's
+  scores path with keras-hub's repeated K/V (`LlamaAttention.call`, the path before issue 19)
+  and keras-hub's own (a twin backbone without tflm's attention path) --, RoPE alone (q and
+  k), the two RMS norms, the SiLU-gated FFN, and the attention mask construction.
 
 It prints seconds and tok/s for each. The second shape (--long-length, default 512 with
 the same token budget) shows whether long texts change the split.
@@ -42,7 +45,11 @@ def timed(fn, *args):
 
 
 def components(lm, batch, length):
+    import keras
     import tensorflow as tf
+    from keras_hub.src.models.llama.llama_attention import LlamaAttention
+
+    from tflm.models.serialization import serialize_backbone
 
     from tflm.features.feature_extractor import FeatureExtractor
     from tflm.features.forward_pass import ForwardPass
@@ -56,6 +63,7 @@ def components(lm, batch, length):
     ids = rng.integers(0, bb.vocabulary_size, (batch, length)).astype(np.int32)
     mask = np.ones_like(ids)
     positions = np.full((batch, 1), length - 1, np.int32)
+    pos_ids = np.tile(np.arange(length, dtype=np.int32), (batch, 1))  # one text per packed row
     x = tf.constant(rng.standard_normal((batch, length, d)), dtype=dtype)
     attn_mask = tf.constant(np.tril(np.ones((length, length), np.int32))[None].repeat(batch, 0))
     att = layer._self_attention_layer
@@ -63,6 +71,9 @@ def components(lm, batch, length):
     q = att._query_dense(x)
     k = att._key_dense(x)
     kernels = [w for w in layer.trainable_weights if len(w.shape) >= 2]
+    twin = keras.saving.deserialize_keras_object(serialize_backbone(bb))  # keras-hub's attention path
+    twin.set_weights(bb.get_weights())
+    keras_hub_att = twin.transformer_layers[0]._self_attention_layer
     fwd = ForwardPass(FeatureExtractor(bb, lm.head, features=["f"]))
 
     # every dense kernel as (fan_in, fan_out), with a (B*T, fan_in) input of the compute dtype
@@ -78,8 +89,12 @@ def components(lm, batch, length):
 
     fns = {
         "backbone (full forward)": (lambda: fwd(ids, mask, positions), 1),
+        "backbone, packed step": (lambda: fwd.packed(ids, mask, pos_ids, positions), 1),
         "matmuls only": (matmuls, n_layers),
         "attention block": (tf.function(lambda h: att(h, attention_mask=attn_mask)), n_layers),
+        "attention, repeated K/V": (tf.function(lambda h: LlamaAttention.call(att, h, attention_mask=attn_mask)),
+                                    n_layers),
+        "attention, keras-hub's": (tf.function(lambda h: keras_hub_att(h, attention_mask=attn_mask)), n_layers),
         "RoPE (q and k)": (tf.function(lambda a, b: (rope(a), rope(b))), n_layers),
         "RMS norms (2)": (tf.function(lambda h: (layer._self_attention_layernorm(h),
                                                  layer._feedforward_layernorm(h))), n_layers),
@@ -89,7 +104,8 @@ def components(lm, batch, length):
         "attention mask": (tf.function(lambda m: layer._compute_self_attention_mask(
             x, tf.constant(mask), None, None, None)), n_layers),
     }
-    args = {"backbone (full forward)": (), "matmuls only": (), "attention block": (x,), "RoPE (q and k)": (q, k),
+    args = {"backbone (full forward)": (), "backbone, packed step": (), "matmuls only": (), "attention block": (x,),
+            "attention, repeated K/V": (x,), "attention, keras-hub's": (x,), "RoPE (q and k)": (q, k),
             "RMS norms (2)": (x,), "SiLU-gated FFN": (x,), "attention mask": (x,)}
     return fns, args
 
@@ -103,7 +119,8 @@ def profile(lm, batch, length, repeats):
         for name, (fn, _) in fns.items():
             best[name] = min(best[name], timed(fn, *args[name]))
     print(f"  {lm.dtype}, batch {batch} x {length} = {tokens} tokens; first call of the forward pass "
-          f"(trace + run) {first['backbone (full forward)']:.2f}s")
+          f"(trace + run) {first['backbone (full forward)']:.2f}s, of the packed step "
+          f"{first['backbone, packed step']:.2f}s")
     total = best["backbone (full forward)"]
     for name, (_, scale) in fns.items():
         s = best[name] * scale

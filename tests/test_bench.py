@@ -31,6 +31,9 @@ def test_real_lm_bench_tiny(tmp_path):
     rows = [line.split() for line in out.splitlines() if line.startswith(("float32  sst2", "bfloat16 sst2"))]
     assert len(rows) == 2 and all(int(r[3]) == 40 for r in rows)  # one summary row per dtype, 40 texts
     assert float(rows[0][-1]) < 1e-4  # float32 f agrees with transformers
+    packed_pad, unpacked_pad = (float(rows[0][i].rstrip("%")) for i in (6, 8))  # columns after "sst2 test"
+    assert packed_pad < unpacked_pad  # packing computes fewer padding tokens than the padded batches
+    assert "target float32 sst2 test: packed / transformers" in out and "target bfloat16 sst2 test" in out
     assert "sst2   f      n=6920" in out and "sst2   phi_p  n=6920" in out
     assert "speedup >= 5x:" in out and "accuracy within 0.3 points: yes" in out
 
@@ -53,3 +56,13 @@ def test_profile_bench_tiny(tmp_path):
 def test_quad_loss_bench_quick(tmp_path):
     out = run_bench("quad_loss.py", "--quick", tmp_path=tmp_path)
     assert "Gram" in out or "gram" in out
+
+
+@pytest.mark.slow
+def test_packing_bench_tiny(tmp_path):
+    out = run_bench("packing.py", "--model", "tiny-llama", "--data", SHIPPED_DATA, "--sst2-texts", "40",
+                    "--pack-lengths", "64,256", "--dtypes", "float32", tmp_path=tmp_path)
+    rows = {line.split()[0] + " " + line.split()[1]: line for line in out.splitlines() if "x" in line and "tok/s" in line}
+    assert "unpacked " in " ".join(rows) and "packed 64" in rows and "packed 256" in rows
+    assert all(float(line.split()[-1]) < 1e-5 for line in rows.values())  # packed f == unpacked f (float32)
+    assert "first-call cost" in out

@@ -124,6 +124,63 @@ def test_install_llama_attention_gradients_match():
             np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
 
 
+def test_llama_attention_call_private_names():
+    from keras_hub.src.layers.modeling.rotary_embedding import RotaryEmbedding
+    from keras_hub.src.models.llama.llama_attention import LlamaAttention
+    from keras_hub.src.vllm.context import get_vllm_context
+
+    assert _params(LlamaAttention.call) == ["self", "hidden_states", "attention_mask", "cache", "cache_update_index",
+                                            "training"]
+    assert _params(RotaryEmbedding.call) == ["self", "inputs", "start_index", "positions"]
+    assert get_vllm_context() is None or get_vllm_context().paged_attention_func is None
+    layer = _tiny_llama3().transformer_layers[0]._self_attention_layer
+    for name in ("_query_dense", "_key_dense", "_value_dense", "_dropout_layer", "_output_dense",
+                 "rotary_embedding_layer", "num_key_value_groups"):
+        assert hasattr(layer, name), name
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_grouped_attention_equals_keras_hub_repeated_kv_exactly(groups):
+    """Grouped-query attention on K/V as they are == keras-hub's repeated K/V path, bit for bit (float32)."""
+    from keras_hub.src.models.llama.llama_attention import LlamaAttention
+
+    layer = _tiny_llama3().transformer_layers[0]._self_attention_layer
+    rng = np.random.default_rng(groups)
+    q = tf.constant(rng.standard_normal((2, 9, 4, 16)), tf.float32)
+    k, v = (tf.constant(rng.standard_normal((2, 9, 4 // groups, 16)), tf.float32) for _ in range(2))
+    mask = np.tril(np.ones((9, 9), np.int32))[None].repeat(2, 0)
+    mask[1, :, 5:] = 0
+    kr, vr = (tf.repeat(x, groups, axis=2) for x in (k, v))
+    ref = LlamaAttention._compute_attention(layer, q, kr, vr, tf.constant(mask)).numpy()
+    np.testing.assert_array_equal(_compat._llama_attention(layer, q, k, v, tf.constant(mask)).numpy(), ref)
+    np.testing.assert_array_equal(_compat._llama_attention(layer, q, kr, vr, tf.constant(mask)).numpy(), ref)
+
+
+def test_llama_attention_call_positions_and_cache():
+    from keras_hub.src.models.llama.llama_attention import LlamaAttention
+
+    backbone, twin = _tiny_llama3(), _tiny_llama3()
+    assert _compat.install_llama_attention(backbone) == 2
+    layer, plain = backbone.transformer_layers[0]._self_attention_layer, twin.transformer_layers[0]._self_attention_layer
+    assert _compat.has_llama_attention_call(layer) and not _compat.has_llama_attention_call(plain)
+    assert "call" not in vars(plain) and LlamaAttention.call is not _compat._llama_attention_call
+    x = tf.constant(np.random.default_rng(0).standard_normal((2, 7, 64)), tf.float32)
+    mask = tf.constant(np.tril(np.ones((7, 7), np.int32))[None].repeat(2, 0))
+    ref = plain(x, attention_mask=mask).numpy()
+    np.testing.assert_array_equal(layer(x, attention_mask=mask).numpy(), ref)
+    with _compat.rope_positions(tf.constant(np.tile(np.arange(7, dtype=np.int32), (2, 1)))):
+        np.testing.assert_array_equal(layer(x, attention_mask=mask).numpy(), ref)  # default positions, explicit
+    with _compat.rope_positions(tf.zeros((2, 7), tf.int32)):
+        assert np.abs(layer(x, attention_mask=mask).numpy() - ref).max() > 1e-3 * np.abs(ref).max()  # no rotation
+    np.testing.assert_array_equal(layer(x, attention_mask=mask).numpy(), ref)  # the block is left
+    # with a cache (generation) keras-hub's own call runs, its repeated K/V through the grouped scores
+    cache = tf.zeros((2, 2, 7, 2, 16))
+    got, got_cache = layer(x, attention_mask=mask, cache=cache, cache_update_index=0)
+    want, want_cache = plain(x, attention_mask=mask, cache=cache, cache_update_index=0)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-6)
+    np.testing.assert_array_equal(got_cache.numpy(), want_cache.numpy())
+
+
 def test_language_models_get_the_attention_path():
     import tflm
 

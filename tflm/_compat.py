@@ -11,8 +11,9 @@ Entries:
       layouts (`keras_hub.src.utils.transformers.convert_<name>`).
     * `keras_hub_get_file(preset, path)`: keras-hub's preset file download.
     * `install_llama_attention(backbone)`: a faster `LlamaAttention._compute_attention`
-      (the TensorFlow path: same math, fewer passes over the (B, H, T, T) scores) on the
-      attention layers of one backbone.
+      (the TensorFlow path: same math, fewer passes over the (B, H, T, T) scores, grouped-query
+      attention without repeated K/V) and a `LlamaAttention.call` that rotates at per-token
+      positions (`rope_positions`, for packed rows) on the attention layers of one backbone.
     * `seed_generators(model)`: every `SeedGenerator` of a model
       (`Layer._flatten_layers`, `Layer._seed_generators`).
     * `BackupAndRestoreHooks`: `keras.callbacks.BackupAndRestore` with its
@@ -28,6 +29,8 @@ Entries:
       so a lying array length loops for ever and a lying tensor size goes unnoticed).
 """
 
+import contextlib
+import contextvars
 import importlib
 import types
 import warnings
@@ -85,33 +88,86 @@ def keras_hub_get_file(preset, path):
 
 
 def _llama_attention(self, query, key, value, attention_mask=None):
-    """`LlamaAttention._compute_attention` in three passes over the scores instead of about eight.
+    """`LlamaAttention._compute_attention` in three passes over the scores, K/V not repeated.
 
-    keras-hub's TensorFlow path scales the scores, casts them to float32, adds
-    ``(1 - mask) * -1e9`` in Keras' `Softmax` layer, normalizes, and casts back. Here
-    the query is scaled before the product (1/sqrt(head_dim), exact in binary for
-    head_dim = 64), masked keys are replaced by the dtype's lowest value (`tf.where`,
-    one pass) and TensorFlow's softmax runs in the compute dtype (on CPU its bfloat16
-    result equals the float32 softmax rounded to bfloat16, checked on random scores).
-    Float32 results are identical; at 16 x 512 tokens in bfloat16 the block runs
-    ~1.9x faster (SmolLM2, `bench/profile_lm.py`).
+    keras-hub's TensorFlow path repeats K/V to one head per query head (`ops.repeat`), scales
+    the scores, casts them to float32, adds ``(1 - mask) * -1e9`` in Keras' `Softmax` layer,
+    normalizes, and casts back. Here the query heads of one K/V head are one batch row of
+    the products (grouped-query attention: ``(B, H_kv, G*T, h) x (B, H_kv, h, S)``, so K/V
+    are read in place, whatever G = H_q / H_kv is, G = 1 included), the query is scaled
+    before the product (1/sqrt(head_dim), exact in binary for head_dim = 16, 64), masked keys
+    are replaced by the dtype's lowest value (`tf.where`, one pass) and TensorFlow's softmax
+    runs in the compute dtype (on CPU its bfloat16 result equals the float32 softmax rounded
+    to bfloat16, checked on random scores). Float32 results equal keras-hub's to rounding
+    (tests/test_compat.py); at 16 x 512 tokens in bfloat16 the block runs ~1.9x faster
+    (SmolLM2, `bench/profile_lm.py`).
     """
     import tensorflow as tf
 
+    heads, kv_heads, head_dim = query.shape[2], key.shape[2], query.shape[3]
+    groups = heads // kv_heads
+    b, t, s = tf.shape(query)[0], tf.shape(query)[1], tf.shape(key)[1]
     query = query * tf.cast(self._inv_norm_factor, query.dtype)
-    scores = tf.einsum(self._dot_product_equation, query, key)
+    q = tf.reshape(tf.transpose(tf.reshape(query, [b, t, kv_heads, groups, head_dim]), [0, 2, 3, 1, 4]),
+                   [b, kv_heads, groups * t, head_dim])
+    scores = tf.matmul(q, tf.transpose(key, [0, 2, 1, 3]), transpose_b=True)  # (B, H_kv, G*T, S)
     if attention_mask is not None:
-        keep = tf.cast(attention_mask[:, None, :, :], tf.bool)
-        scores = tf.where(keep, scores, tf.constant(scores.dtype.min, scores.dtype))
-    return tf.einsum(self._combine_equation, tf.nn.softmax(scores, axis=-1), value)
+        scores = tf.reshape(scores, [b, kv_heads, groups, t, s])
+        keep = tf.cast(attention_mask[:, None, None, :, :], tf.bool)
+        scores = tf.reshape(tf.where(keep, scores, tf.constant(scores.dtype.min, scores.dtype)),
+                            [b, kv_heads, groups * t, s])
+    out = tf.matmul(tf.nn.softmax(scores, axis=-1), tf.transpose(value, [0, 2, 1, 3]))  # (B, H_kv, G*T, h)
+    return tf.reshape(tf.transpose(tf.reshape(out, [b, kv_heads, groups, t, head_dim]), [0, 3, 1, 2, 4]),
+                      [b, t, heads, head_dim])
+
+
+_POSITIONS = contextvars.ContextVar("tflm_rope_positions", default=None)
+
+
+@contextlib.contextmanager
+def rope_positions(positions):
+    """Inside this block, every `LlamaAttention` given `_llama_attention_call` rotates its query
+    and key at ``positions`` ((B, T) int, e.g. per-text positions of a packed row) instead of
+    ``0..T-1``. Used while tracing (the positions may be symbolic tensors)."""
+    token = _POSITIONS.set(positions)
+    try:
+        yield
+    finally:
+        _POSITIONS.reset(token)
+
+
+def _llama_attention_call(self, hidden_states, attention_mask=None, cache=None, cache_update_index=None,
+                          training=None):
+    """`LlamaAttention.call` without a cache: RoPE at `rope_positions` (when set), K/V not repeated.
+
+    keras-hub's `call` passes only ``start_index`` to the rotary embedding and repeats K/V
+    before `_compute_attention`; `RotaryEmbedding.call(inputs, start_index, positions=...)`
+    takes per-token positions. With a cache (generation) or under vLLM, keras-hub's own
+    `call` runs (its repeated K/V are a case of `_llama_attention`, G = 1).
+    """
+    from keras_hub.src.models.llama.llama_attention import LlamaAttention
+    from keras_hub.src.vllm.context import get_vllm_context
+
+    vllm = get_vllm_context()
+    if cache is not None or cache_update_index is not None or (vllm is not None and vllm.paged_attention_func):
+        return LlamaAttention.call(self, hidden_states, attention_mask=attention_mask, cache=cache,
+                                   cache_update_index=cache_update_index, training=training)
+    positions = _POSITIONS.get()
+    rope = self.rotary_embedding_layer
+    query = rope(self._query_dense(hidden_states), positions=positions)
+    key = rope(self._key_dense(hidden_states), positions=positions)
+    value = self._value_dense(hidden_states)
+    out = self._dropout_layer(self._compute_attention(query, key, value, attention_mask), training=training)
+    return self._output_dense(out)
 
 
 def install_llama_attention(backbone):
-    """Puts `_llama_attention` on every keras-hub `LlamaAttention` of `backbone`; the count.
+    """Puts `_llama_attention` and `_llama_attention_call` on every keras-hub `LlamaAttention` of
+    `backbone`; the count.
 
     Only on the TensorFlow backend, only where keras-hub would take its unfused
-    path, and per instance (other models in the process keep keras-hub's method).
-    Subclasses that override `_compute_attention` are left alone.
+    path, and per instance (other models in the process keep keras-hub's methods).
+    Subclasses that override `call` or `_compute_attention` are left alone.
     """
     check_version("keras_hub")
     from keras_hub.src.models.llama.llama_attention import LlamaAttention
@@ -121,10 +177,18 @@ def install_llama_attention(backbone):
         return 0
     count = 0
     for layer in backbone._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, LlamaAttention) and type(layer)._compute_attention is LlamaAttention._compute_attention:
+        if (isinstance(layer, LlamaAttention) and type(layer)._compute_attention is LlamaAttention._compute_attention
+                and type(layer).call is LlamaAttention.call):
             layer._compute_attention = types.MethodType(_llama_attention, layer)
+            layer.call = types.MethodType(_llama_attention_call, layer)
             count += 1
     return count
+
+
+def has_llama_attention_call(layer):
+    """True when `install_llama_attention` put `_llama_attention_call` on this layer (it reads `rope_positions`)."""
+    call = vars(layer).get("call")
+    return getattr(call, "__func__", None) is _llama_attention_call
 
 
 # --- Keras layers --------------------------------------------------------------------------

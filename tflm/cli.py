@@ -47,6 +47,9 @@ def _add_extraction_strategy(s):
     s.add_argument("--strategy", default="one", choices=["one", "mirrored"],
                    help="tf.distribute strategy for extraction (default one; mirrored splits every batch over the "
                    "local GPUs or logical CPUs; across machines use --num-shards)")
+    s.add_argument("--no-packing", action="store_true",
+                   help="one text per batch row (length-bucketed) instead of several texts per row; f and the "
+                   "feature cache are the same either way")
 
 
 def _add_shard_options(s):
@@ -155,6 +158,7 @@ def cmd_features(args):
         prompt=args.prompt, word_mode=args.word_mode, detokenize=args.detokenize,
         strip_prompt_space=args.strip_prompt_space, cache_dir=args.cache_dir, dtype=args.dtype,
         strategy=_strategy(args.strategy), num_shards=args.num_shards, shard_index=args.shard_index,
+        packing=not args.no_packing,
     )
     if meta.get("missing_rows"):
         print(f"shard {args.shard_index}/{args.num_shards}: cached its chunks; {meta['missing_rows']} of "
@@ -172,7 +176,7 @@ def cmd_probe(args):
         args.model, args.task, args.features, out_dir=args.out, data_dir=args.data, prompt_modes=modes,
         word_mode=args.word_mode, max_train=args.max_train, seed=args.seed, cache_dir=args.cache_dir,
         detokenize=args.detokenize, strip_prompt_space=args.strip_prompt_space, probe_backend=args.probe_backend,
-        dtype=args.dtype, strategy=_strategy(args.strategy),
+        dtype=args.dtype, strategy=_strategy(args.strategy), packing=not args.no_packing,
     )
     if args.out:
         print(f"wrote {os.path.join(args.out, 'results.json')} and results.md")

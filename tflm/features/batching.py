@@ -1,4 +1,6 @@
-"""Length-bucketed batches sized by a token and attention-memory budget."""
+"""Length-bucketed batches and packed rows, sized by a token and attention-memory budget."""
+
+import bisect
 
 import numpy as np
 
@@ -28,3 +30,45 @@ def padding_ratio(lengths, batches):
     """Padded tokens / real tokens for a batching."""
     real = float(np.sum(lengths))
     return sum(len(idx) * padded for idx, padded in batches) / max(real, 1.0)
+
+
+def pack_batches(lengths, row_length, max_tokens=8192, max_attention=4_000_000, pad_to_multiple=8):
+    """Sequences packed several to a row, in batches of rows; the longer ones bucketed.
+
+    Sequences of at most `row_length` tokens share rows of `row_length` tokens (best-fit
+    decreasing: longest first, each into the fullest row it fits); a batch holds
+    ``min(max_tokens // row_length, max_attention // row_length**2)`` rows (at least one).
+    Longer sequences keep a row each, batched by `bucket_batches`. Returns a list of
+    ``(rows, padded_len)``, ``rows[r]`` being the indices placed one after another in row r;
+    every index appears once.
+    """
+    lengths = np.asarray(lengths)
+    row_length = int(row_length)
+    if row_length < 1:
+        raise ValueError(f"row_length must be >= 1, got {row_length}")
+    order = np.argsort(-lengths, kind="stable")
+    rows, free = [], []  # free: sorted (room left, row) of the rows with room
+    for i in order:
+        n = int(lengths[i])
+        if n > row_length:
+            continue
+        k = bisect.bisect_left(free, (n, -1))
+        room, r = free.pop(k) if k < len(free) else (row_length, len(rows))
+        if r == len(rows):
+            rows.append([])
+        rows[r].append(int(i))
+        if room > n:
+            bisect.insort(free, (room - n, r))
+    size = max(1, min(max_tokens // row_length, max_attention // (row_length * row_length)))
+    batches = [(rows[j:j + size], row_length) for j in range(0, len(rows), size)]
+    longer = np.flatnonzero(lengths > row_length)
+    for idx, padded in bucket_batches(lengths[longer], max_tokens, max_attention, pad_to_multiple):
+        batches.append(([[int(longer[i])] for i in idx], padded))
+    return batches
+
+
+def packed_padding(lengths, batches):
+    """The fraction of computed tokens that are padding in a `pack_batches` plan."""
+    real = float(sum(lengths[i] for rows, _ in batches for row in rows for i in row))
+    computed = float(sum(len(rows) * padded for rows, padded in batches))
+    return 1.0 - real / max(computed, 1.0)

@@ -7,15 +7,17 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from tflm.features.batching import bucket_batches
+from tflm.features.batching import bucket_batches, pack_batches
 from tflm.features.feature_cache import FeatureCache, cache_key, texts_digest
 from tflm.features.feature_extractor import FeatureExtractor, check_feature_names
 from tflm.features.forward_pass import ForwardPass
 from tflm.features.sharding import check_shards
+from tflm.models.packed_forward import row_arrays, supports_packing
 from tflm.tokenization.text_encoder import encode_texts
 from tflm.tokenization.text_encoding import pad_batch
 
 CHUNK_SIZE = 2048
+PACK_LENGTH = 256  # tokens per packed row (see notes/packing.md for the measurement)
 
 
 class SentenceFeatures:
@@ -40,11 +42,18 @@ class SentenceFeatures:
         num_shards, shard_index: compute only the cache chunks
             ``c % num_shards == shard_index`` (needs `cache_dir`, where the
             shards meet); rows of other shards come from the cache or are NaN.
+        packing: put several texts in one row of `pack_length` tokens (each at
+            its own positions, attending only to itself; `pack_batches`), on
+            backbones that support it (`supports_packing`: GPT-2, Llama); texts
+            longer than a row keep a row each. f is the same either way, and so
+            is the cache key. False: one text per row, length-bucketed.
+        pack_length: tokens per packed row.
     """
 
     def __init__(self, lm, word_ids=None, word_mode="logits", max_tokens=8192,
                  max_attention=4_000_000, cache_dir=None, repair_cache=False, progress=True,
-                 proj_seed=0, strategy=None, num_shards=1, shard_index=0):
+                 proj_seed=0, strategy=None, num_shards=1, shard_index=0, packing=True,
+                 pack_length=PACK_LENGTH):
         check_shards(num_shards, shard_index)
         if num_shards > 1 and not cache_dir:
             raise ValueError("sharded extraction needs a cache directory: the shards' chunks meet there")
@@ -63,6 +72,8 @@ class SentenceFeatures:
         self.progress = progress
         self.num_shards = int(num_shards)
         self.shard_index = int(shard_index)
+        self.packing = bool(packing) and supports_packing(lm.backbone)
+        self.pack_length = int(pack_length)
         self.last_stats = {}
         self.forward = ForwardPass(self.extractor, strategy=strategy)
         self._derived = {}
@@ -136,7 +147,7 @@ class SentenceFeatures:
                    desc=f"f[{self.lm.name}]", mininterval=1.0)
         t0 = time.time()
         stats = dict(examples=len(texts), tokens=0, truncated=0, computed_tokens=0, padded_tokens=0,
-                     passes=0, second_passes=0, missing_rows=0)
+                     passes=0, second_passes=0, missing_rows=0, packed=self.packing)
         for c, start in enumerate(range(0, len(texts), CHUNK_SIZE)):
             stop = min(start + CHUNK_SIZE, len(texts))
             loaded = [self._load(cache, c, stop - start) for cache in caches]
@@ -161,27 +172,46 @@ class SentenceFeatures:
             stats["passes"] += len(sequences)
             stats["second_passes"] += len(sequences) - (stop - start)
             lengths = [len(ids) for ids, _ in sequences]
-            for idx, padded in bucket_batches(lengths, self.max_tokens, self.max_attention):
-                batch = [sequences[i] for i in idx]
-                tok, mask = pad_batch([ids for ids, _ in batch], length=padded)
-                positions = np.array([[t[1] for t in targets] + [targets[-1][1]] * (len(todo) - len(targets))
-                                      for _, targets in batch], dtype=np.int32)
-                h = self.forward(tok, mask, positions)
-                for row, (_, targets) in enumerate(batch):
-                    for j, (slot, _, text_row) in enumerate(targets):
+            for rows, padded in self._plan(lengths):
+                reads = []  # per row: (variant slot, position in the row, text row) of each f read there
+                for row in rows:
+                    at, row_reads = 0, []
+                    for i in row:
+                        row_reads += [(slot, at + p, text_row) for slot, p, text_row in sequences[i][1]]
+                        at += lengths[i]
+                    reads.append(row_reads)
+                width = max(len(r) for r in reads)
+                positions = np.array([[p for _, p, _ in r] + [r[-1][1]] * (width - len(r)) for r in reads],
+                                     dtype=np.int32)
+                seqs = [[sequences[i][0] for i in row] for row in rows]
+                if self.packing:
+                    h = self.forward.packed(*row_arrays(seqs, padded), positions)
+                else:
+                    h = self.forward(*pad_batch([s[0] for s in seqs], length=padded), positions)
+                for row, r in enumerate(reads):
+                    for j, (slot, _, text_row) in enumerate(r):
                         outs[todo[slot]][start + text_row] = h[row, j]
-                stats["padded_tokens"] += tok.size
-                stats["computed_tokens"] += int(mask.sum())
-                bar.update(sum(1 for _, targets in batch if targets[-1][0] == len(todo) - 1))
-                bar.set_postfix_str(f"{stats['computed_tokens'] / max(time.time() - t0, 1e-9):,.0f} tok/s",
-                                    refresh=False)
+                stats["padded_tokens"] += len(rows) * padded
+                stats["computed_tokens"] += sum(lengths[i] for row in rows for i in row)
+                bar.update(sum(1 for r in reads for slot, _, _ in r if slot == len(todo) - 1))
+                elapsed = max(time.time() - t0, 1e-9)
+                bar.set_postfix_str(f"{stats['computed_tokens'] / elapsed:,.0f} tok/s, "
+                                    f"{padding_fraction(stats):.1%} padding", refresh=False)
             for k in todo:
                 if caches[k] is not None:
                     caches[k].save(c, outs[k][start:stop])
         bar.close()
         stats["seconds"] = round(time.time() - t0, 2)
+        stats["padding"] = round(padding_fraction(stats), 4)
         self.last_stats = stats
         return outs
+
+    def _plan(self, lengths):
+        """The batches of one chunk's passes: ``(rows, padded_len)``, each row a list of pass indices."""
+        if self.packing:
+            return pack_batches(lengths, self.pack_length, self.max_tokens, self.max_attention)
+        return [([[i] for i in idx], padded)
+                for idx, padded in bucket_batches(lengths, self.max_tokens, self.max_attention)]
 
     def _load(self, cache, index, rows):
         if cache is None or not cache.has(index):
@@ -238,6 +268,11 @@ class SentenceFeatures:
         """Generator of (start, batch) of one derived feature (for N x V streaming)."""
         for start in range(0, len(f), batch_rows):
             yield start, self.derive(f[start:start + batch_rows], [name], batch_rows)[name]
+
+
+def padding_fraction(stats):
+    """The fraction of the computed tokens that were padding (0 before any batch)."""
+    return 1.0 - stats["computed_tokens"] / stats["padded_tokens"] if stats["padded_tokens"] else 0.0
 
 
 def plan_sequences(id_lists):

@@ -8,6 +8,7 @@ from tflm.features.last_token_pooling import LastTokenPooling
 from tflm.features.names import WORD_FEATURES, check_feature_names
 from tflm.features.random_projection import RandomProjection
 from tflm.features.word_scores import WordScores
+from tflm.models.packed_forward import packed_hidden_states
 from tflm.models.output_embeddings import next_word_distribution, output_embeddings
 from tflm.models.serialization import deserialize_nested, serialize_backbone, serialize_optional
 
@@ -69,6 +70,13 @@ class FeatureExtractor(keras.Model):
     def hidden_features(self, inputs):
         """f at every position (B, T, d), in the backbone's compute dtype."""
         h = self.backbone({"token_ids": inputs["token_ids"], "padding_mask": inputs["padding_mask"]})
+        return self.head(h) if self.head is not None else h
+
+    def packed_hidden_features(self, inputs):
+        """f at every position (B, T, d) of packed rows: ``{"token_ids", "segment_ids",
+        "position_ids"}`` (see `tflm.models.packed_forward`); each text's values equal its own
+        unpacked ones."""
+        h = packed_hidden_states(self.backbone, inputs["token_ids"], inputs["segment_ids"], inputs["position_ids"])
         return self.head(h) if self.head is not None else h
 
     def sentence_f(self, inputs):

@@ -18,7 +18,8 @@ from tflm.models.load_lm import resolve_lm
 
 def write_features(model, task, split, features, out, data_dir=None, prompt=False,
                    word_mode="logits", detokenize=False, strip_prompt_space=None,
-                   cache_dir=None, max_tokens=8192, dtype=None, strategy=None, num_shards=1, shard_index=0):
+                   cache_dir=None, max_tokens=8192, dtype=None, strategy=None, num_shards=1, shard_index=0,
+                   packing=True):
     """Compute `features` for one split and write them atomically to `out` (.npz).
 
     The npz holds one array per feature (rows in input order), `labels` and
@@ -43,7 +44,7 @@ def write_features(model, task, split, features, out, data_dir=None, prompt=Fals
     word_ids, variants, _ = task_word_ids(lm.tokenizer, task) if task.word_lists else ({}, {}, {})
     sf = SentenceFeatures(lm, word_ids=word_ids, word_mode=word_mode, max_tokens=max_tokens,
                           cache_dir=cache_dir if cache_dir is not None else default_cache_dir(),
-                          strategy=strategy, num_shards=num_shards, shard_index=shard_index)
+                          strategy=strategy, num_shards=num_shards, shard_index=shard_index, packing=packing)
     f = sf.f(texts, prompt=task.prompt if prompt else None, strip_prompt_space=strip_prompt_space,
              identity={"task": task.name, "split": split, "detokenize": detokenize})
     if sf.last_stats["missing_rows"]:

@@ -47,12 +47,14 @@ def probe_settings(spec, task, feature, lm=None, word_ids=None, class_of_id=None
     raise ValueError(f"no settings rule for probe {spec.name!r} (feature {feature!r})")
 
 
-def task_features(lm, task, features, word_mode="logits", cache_dir=None, progress=True, strategy=None):
+def task_features(lm, task, features, word_mode="logits", cache_dir=None, progress=True, strategy=None,
+                  packing=True):
     """The `SentenceFeatures` for probing `task` (both prompt modes share it)."""
     word_ids = task_word_ids(lm.tokenizer, task)[0]
     need_words = {n for n in features if n in WORD_FEATURES}
     return SentenceFeatures(lm, word_ids={k: v for k, v in word_ids.items() if k in need_words},
-                            word_mode=word_mode, cache_dir=cache_dir, progress=progress, strategy=strategy)
+                            word_mode=word_mode, cache_dir=cache_dir, progress=progress, strategy=strategy,
+                            packing=packing)
 
 
 def probe_task(lm, task, features, prompt, data_dir=None, word_mode="logits", max_train=None,
@@ -183,12 +185,13 @@ def task_prompt_modes(tasks, prompt_modes, log=print):
 def run_probes(model, tasks, features, out_dir=None, data_dir=None, prompt_modes=(False,),
                word_mode="logits", max_train=None, seed=0, cache_dir=None, detokenize=False,
                strip_prompt_space=None, progress=True, log=print, max_test=None, probe_backend="tf",
-               dtype=None, strategy=None):
+               dtype=None, strategy=None, packing=True):
     """Probe every task (with/without prompt) and write results.json + results.md to `out_dir`.
 
     With both prompt modes, f(text) and f(text + prompt) come from one forward
     pass per text (`SentenceFeatures.f_pair`). `dtype`: compute dtype (a spec
-    loads in float32 by default; a `LanguageModel` keeps its own).
+    loads in float32 by default; a `LanguageModel` keeps its own). `packing`: several texts per
+    batch row (`SentenceFeatures`; same f, same cache).
     """
     features = check_probe_features(features)
     lm = resolve_lm(model, dtype)
@@ -199,7 +202,8 @@ def run_probes(model, tasks, features, out_dir=None, data_dir=None, prompt_modes
     sfs = {}
     for task, prompt in task_prompt_modes(tasks, prompt_modes, log):
         if task.name not in sfs:
-            sfs[task.name] = task_features(lm, task, features, word_mode, cache_dir, progress, strategy)
+            sfs[task.name] = task_features(lm, task, features, word_mode, cache_dir, progress, strategy,
+                                           packing)
         rows += probe_task(lm, task, features, prompt, data_dir, word_mode, max_train, seed,
                            cache_dir, detokenize, strip_prompt_space, progress, log, max_test, probe_backend,
                            sf=sfs[task.name], pair=pair)
