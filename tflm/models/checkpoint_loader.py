@@ -26,6 +26,10 @@ class CheckpointLoader:
     def get(self, key):
         raise NotImplementedError
 
+    def get_tensor(self, key):
+        """`get` under the name keras-hub's converters probe with (`convert_gemma3._resolve_prefix`)."""
+        return self.get(key)
+
     def tensor_name(self, key):
         return key
 

@@ -181,8 +181,6 @@ class _GGUFWeights(CheckpointLoader):
             raise ValueError(f"{self.path}: {e}") from None
         return self.transform(name, arr)
 
-    get_tensor = get  # the name keras-hub's convert_gemma3._resolve_prefix probes
-
 
 # --- tokenizer ----------------------------------------------------------------
 def gguf_tokenizer(reader, path=None):
@@ -446,8 +444,8 @@ def load_gguf(path, name=None):
     tensors = {t.name: t for t in reader.tensors}
     if "token_embd.weight" not in tensors:
         raise ValueError(f"{path}: GGUF file has no token_embd.weight")
-    backbone, weights, converter = _ARCHITECTURES[arch](path, meta, tensors)
     tokenizer = gguf_tokenizer(reader, path)
+    backbone, weights, converter = _ARCHITECTURES[arch](path, meta, tensors)
     keras_hub_transformers_converter(converter).convert_weights(
         backbone, weights, {"model_type": "gemma3_text"} if arch == "gemma3" else {})
     leftover = sorted(set(tensors) - weights.used)
