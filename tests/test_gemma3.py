@@ -261,3 +261,65 @@ def test_gemma3_tokenizer_equals_llama_cpp_on_every_recorded_text():
     assert tok.prefix_ids == [2]
     for e in fixture["texts"][:200]:
         assert tok.decode(tok.encode(e["text"])) == e["text"]
+
+
+# --- the real Gemma 3 270M against transformers' Gemma3ForCausalLM on the same GGUF (slow) ---
+@pytest.fixture(scope="module")
+def real_pair():
+    from tests.test_gguf import PROSE
+
+    path = specs.resolve_gemma3()
+    lm = tflm.load_lm("gemma3")
+    ref = transformers.Gemma3ForCausalLM.from_pretrained(
+        os.path.dirname(path), gguf_file=os.path.basename(path), torch_dtype=torch.float32).eval()
+    return lm, ref, PROSE
+
+
+def real_parity(lm, ref, ids, keep=8):
+    """(relative max |df| over all positions, relative max |dlogits| over the last `keep`) for one sequence."""
+    from tflm.models.output_embeddings import word_logits
+
+    x = np.asarray([ids], dtype=np.int32)
+    f = np.asarray(lm.features(x, np.ones_like(x)))[0]
+    logits = np.asarray(word_logits(f[-keep:], lm.output_embeddings()))  # no (T, V) array
+    with torch.no_grad():
+        out = ref(input_ids=torch.tensor(x, dtype=torch.long), logits_to_keep=keep, output_hidden_states=True)
+    ref_f, ref_logits = out.hidden_states[-1][0].numpy(), out.logits[0].numpy()
+    rel = lambda a, b: float(np.max(np.abs(a - b)) / np.max(np.abs(b)))  # noqa: E731
+    return rel(f, ref_f), rel(logits, ref_logits)
+
+
+@pytest.mark.slow
+@needs_gemma3
+def test_real_gemma3_matches_transformers_short_and_past_the_sliding_window(real_pair):
+    lm, ref, prose = real_pair
+    tok = lm.tokenizer
+    short = tok.prefix_ids + tok.encode("The capital of France is")
+    long = tok.prefix_ids + tok.encode(prose + " " + prose)
+    assert len(long) > 512 + 200  # 200+ positions whose local layers see only the last 512 tokens
+    for ids in (short, long):
+        df, dl = real_parity(lm, ref, ids)
+        print(f"\nT={len(ids)}: rel max|df|={df:.2e} rel max|dlogits|={dl:.2e}")
+        assert df <= TOL and dl <= TOL, (len(ids), df, dl)
+
+
+@pytest.mark.slow
+@needs_gemma3
+def test_real_gemma3_greedy_and_perplexity(real_pair):
+    lm, _, prose = real_pair
+    tok = lm.tokenizer
+    ids = tok.prefix_ids + tok.encode("The capital of France is")
+    for _ in range(8):
+        x = np.asarray([ids], dtype=np.int32)
+        ids.append(int(np.asarray(lm.logits(x, np.ones_like(x)))[0, -1].argmax()))
+    text = tok.decode(ids[1:])
+    print(f"\ngreedy: {text!r}")
+    assert "Paris" in text or "capital" in text.split(" is", 1)[1]
+    ids = tok.prefix_ids + tok.encode(prose)
+    x = np.asarray([ids], dtype=np.int32)
+    logits = np.asarray(lm.logits(x, np.ones_like(x)))[0, :-1].astype(np.float64)
+    logp = logits - logits.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    nll = -logp[np.arange(len(ids) - 1), ids[1:]].mean()
+    print(f"perplexity on the prose paragraph ({len(ids) - 1} predicted tokens): {np.exp(nll):.2f}")
+    assert np.exp(nll) < 30
