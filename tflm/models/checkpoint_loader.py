@@ -10,7 +10,10 @@ class CheckpointLoader:
     ``loader.port_weight(keras_variable, hf_weight_key, hook_fn)`` with
     Hugging Face tensor names. Subclasses implement `get(key)` (a numpy array,
     recording the tensor as used in `used`) and may rename a key for messages
-    (`tensor_name`). A shape that does not match the variable is an error
+    (`tensor_name`). There is deliberately no `get_tensor`: keras-hub's
+    `convert_gemma3._resolve_prefix` probes it (dequantizing the 262,144-row
+    embedding once more on GGUF) and falls back to the ``model.`` names that
+    both loaders resolve. A shape that does not match the variable is an error
     naming `source` and the tensor, never a silent reshape.
 
     Args:
@@ -26,10 +29,6 @@ class CheckpointLoader:
     def get(self, key):
         raise NotImplementedError
 
-    def get_tensor(self, key):
-        """`get` under the name keras-hub's converters probe with (`convert_gemma3._resolve_prefix`)."""
-        return self.get(key)
-
     def tensor_name(self, key):
         return key
 
@@ -42,4 +41,4 @@ class CheckpointLoader:
                 f"{self.source}: tensor {self.tensor_name(hf_weight_key)!r} has shape {tuple(tensor.shape)}, "
                 f"the backbone expects {tuple(keras_variable.shape)}{self.mismatch_hint}"
             )
-        keras_variable.assign(np.asarray(tensor).astype(keras_variable.dtype))
+        keras_variable.assign(np.asarray(tensor, dtype=keras_variable.dtype))  # no copy when the dtype matches
