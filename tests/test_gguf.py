@@ -275,9 +275,9 @@ def test_gguf_unsupported_architecture(tmp_path):
 
 
 def test_gguf_unsupported_tokenizer_model(tmp_path):
-    p = tmp_path / "spm.gguf"
-    _write_gguf(p, tokenizer_model="llama")
+    p = tmp_path / "wpm.gguf"
+    _write_gguf(p, tokenizer_model="bert")
     with pytest.raises(ValueError) as e:
         tflm.load_lm(str(p))
     msg = str(e.value)
-    assert str(p) in msg and "tokenizer.ggml.model='llama'" in msg and "\n" not in msg
+    assert str(p) in msg and "tokenizer.ggml.model='bert'" in msg and "\n" not in msg

@@ -187,7 +187,8 @@ def _write_export(path, probabilities_fn, trackables, encoder, meta, raw_parts=N
 
     archive.add_endpoint(ENDPOINT, serve, input_signature=_token_specs())
     meta.update({"prompt": encoder.prompt, "strip_prompt_space": encoder.strip_prompt_space,
-                 "max_length": encoder.max_length, "pad_id": encoder.pad_id})
+                 "max_length": encoder.max_length, "pad_id": encoder.pad_id,
+                 "prefix_ids": list(encoder.prefix_ids)})
     if raw_parts is not None:
         graph_encoder = _GraphTextEncoder(raw_parts, encoder)
         graph_encoder.encode(tf.constant(["a"]))  # builds the tokenizer layer (ExportArchive tracks built layers only)

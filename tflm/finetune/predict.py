@@ -50,7 +50,7 @@ def encode(tok, meta, texts):
         return [e.ids for e in tok.encode_batch(list(batch), add_special_tokens=False)]
 
     ids, _ = text_encoding.encode(encode_batch, list(texts), meta.get("prompt"), int(meta["max_length"]),
-                                  bool(meta.get("strip_prompt_space")))
+                                  bool(meta.get("strip_prompt_space")), prefix_ids=meta.get("prefix_ids", ()))
     return ids
 
 

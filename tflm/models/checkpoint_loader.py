@@ -12,7 +12,10 @@ class CheckpointLoader:
     ``loader.port_weight(keras_variable, hf_weight_key, hook_fn)`` with
     Hugging Face tensor names. Subclasses implement `get(key)` (a numpy array,
     recording the tensor as used in `used`) and may rename a key for messages
-    (`tensor_name`). A shape that does not match the variable is an error
+    (`tensor_name`). There is deliberately no `get_tensor`: keras-hub's
+    `convert_gemma3._resolve_prefix` probes it (dequantizing the 262,144-row
+    embedding once more on GGUF) and falls back to the ``model.`` names that
+    both loaders resolve. A shape that does not match the variable is an error
     naming `source` and the tensor, never a silent reshape.
 
     Args:
@@ -45,4 +48,4 @@ class CheckpointLoader:
                 f"tensor {name!r} has shape {tuple(tensor.shape)}, "
                 f"the backbone expects {tuple(keras_variable.shape)}{self.mismatch_hint}", self.source, name
             )
-        keras_variable.assign(np.asarray(tensor).astype(keras_variable.dtype))
+        keras_variable.assign(np.asarray(tensor, dtype=keras_variable.dtype))  # no copy when the dtype matches

@@ -1,4 +1,4 @@
-"""llama.cpp GGUF files (Llama family) as `LanguageModel`s.
+"""llama.cpp GGUF files (Llama family, Gemma 3) as `LanguageModel`s.
 
 Every tensor is dequantized to float32 with the `gguf` package, llama.cpp's
 rotary permutation of `attn_q` / `attn_k` (convert_hf_to_gguf.py's `permute`,
@@ -140,38 +140,82 @@ def unpermute_rotary(weights, n_head):
     )
 
 
-class _GGUFWeights(CheckpointLoader):
-    """keras-hub's loader protocol (`CheckpointLoader`) over GGUF tensors, under Hugging Face Llama names."""
+def _minus_one(arr):
+    """llama.cpp stores Gemma's RMS-norm weights as (1 + w) (convert_hf_to_gguf's norm_shift); HF keeps w."""
+    return arr - np.float32(1.0)
 
-    def __init__(self, path, tensors, num_layers, n_head, n_head_kv):
+
+def llama_tensor_names(num_layers):
+    """{Hugging Face Llama tensor name: GGUF tensor name}."""
+    names = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+        "lm_head.weight": "output.weight",
+    }
+    per_layer = {
+        "input_layernorm.weight": "attn_norm.weight",
+        "post_attention_layernorm.weight": "ffn_norm.weight",
+        "self_attn.q_proj.weight": "attn_q.weight",
+        "self_attn.k_proj.weight": "attn_k.weight",
+        "self_attn.v_proj.weight": "attn_v.weight",
+        "self_attn.o_proj.weight": "attn_output.weight",
+        "mlp.gate_proj.weight": "ffn_gate.weight",
+        "mlp.up_proj.weight": "ffn_up.weight",
+        "mlp.down_proj.weight": "ffn_down.weight",
+    }
+    for i in range(num_layers):
+        for hf, gg in per_layer.items():
+            names[f"model.layers.{i}.{hf}"] = f"blk.{i}.{gg}"
+    return names
+
+
+def gemma3_tensor_names(num_layers):
+    """{Hugging Face gemma3_text tensor name: GGUF tensor name} (llama.cpp's gemma3 tensor map)."""
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
+    per_layer = {
+        "input_layernorm.weight": "attn_norm.weight",
+        "post_attention_layernorm.weight": "post_attention_norm.weight",
+        "pre_feedforward_layernorm.weight": "ffn_norm.weight",
+        "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
+        "self_attn.q_norm.weight": "attn_q_norm.weight",
+        "self_attn.k_norm.weight": "attn_k_norm.weight",
+        "self_attn.q_proj.weight": "attn_q.weight",
+        "self_attn.k_proj.weight": "attn_k.weight",
+        "self_attn.v_proj.weight": "attn_v.weight",
+        "self_attn.o_proj.weight": "attn_output.weight",
+        "mlp.gate_proj.weight": "ffn_gate.weight",
+        "mlp.up_proj.weight": "ffn_up.weight",
+        "mlp.down_proj.weight": "ffn_down.weight",
+    }
+    for i in range(num_layers):
+        for hf, gg in per_layer.items():
+            names[f"model.layers.{i}.{hf}"] = f"blk.{i}.{gg}"
+    return names
+
+
+class _GGUFWeights(CheckpointLoader):
+    """keras-hub's loader protocol (`CheckpointLoader`) over GGUF tensors, under Hugging Face names.
+
+    Args:
+        path: the GGUF file (for messages).
+        tensors: {gguf name: ReaderTensor}.
+        hf_to_gguf: {Hugging Face name: gguf name}.
+        transform: fn(gguf name, float32 array) -> the Hugging Face tensor.
+    """
+
+    def __init__(self, path, tensors, hf_to_gguf, transform):
         super().__init__(path)
         self.path = path
-        self.tensors = tensors  # gguf name -> ReaderTensor
-        self.hf_to_gguf = {
-            "model.embed_tokens.weight": "token_embd.weight",
-            "model.norm.weight": "output_norm.weight",
-            "lm_head.weight": "output.weight",
-        }
-        per_layer = {
-            "input_layernorm.weight": "attn_norm.weight",
-            "post_attention_layernorm.weight": "ffn_norm.weight",
-            "self_attn.q_proj.weight": "attn_q.weight",
-            "self_attn.k_proj.weight": "attn_k.weight",
-            "self_attn.v_proj.weight": "attn_v.weight",
-            "self_attn.o_proj.weight": "attn_output.weight",
-            "mlp.gate_proj.weight": "ffn_gate.weight",
-            "mlp.up_proj.weight": "ffn_up.weight",
-            "mlp.down_proj.weight": "ffn_down.weight",
-        }
-        for i in range(num_layers):
-            for hf, gg in per_layer.items():
-                self.hf_to_gguf[f"model.layers.{i}.{hf}"] = f"blk.{i}.{gg}"
-        self.n_head, self.n_head_kv = n_head, n_head_kv
+        self.tensors = tensors
+        self.hf_to_gguf = hf_to_gguf
+        self.transform = transform
 
     def tensor_name(self, key):
         return self.hf_to_gguf[key]
 
     def get(self, hf_key):
+        if hf_key not in self.hf_to_gguf:
+            raise ModelFileError(f"no GGUF tensor maps to {hf_key!r}", self.path, hf_key)
         name = self.hf_to_gguf[hf_key]
         if name not in self.tensors:
             raise ModelFileError(f"GGUF file has no tensor {name!r}", self.path, name)
@@ -180,26 +224,99 @@ class _GGUFWeights(CheckpointLoader):
             arr = _tensor_array(self.tensors[name])
         except ValueError as e:
             raise ModelFileError(str(e), self.path, name) from None
-        if name.endswith("attn_q.weight"):
-            arr = unpermute_rotary(arr, self.n_head)
-        elif name.endswith("attn_k.weight"):
-            arr = unpermute_rotary(arr, self.n_head_kv)
-        return arr
+        return self.transform(name, arr)
 
 
 # --- tokenizer ----------------------------------------------------------------
 def gguf_tokenizer(reader, path=None):
     """The exact `tflm.tokenization.Tokenizer` described by a GGUF file's metadata."""
+    path = path or "GGUF file"
+    model = _field(reader, "tokenizer.ggml.model", None)
+    if model == "gpt2":
+        return _byte_level_bpe_tokenizer(reader, path)
+    if model == "llama":
+        return sentencepiece_bpe_tokenizer(reader, path)
+    raise ModelFileError(
+        f"unsupported tokenizer model tokenizer.ggml.model={model!r} "
+        "(tflm rebuilds byte-level BPE, 'gpt2', and SentencePiece BPE, 'llama')", path, "tokenizer.ggml.model"
+    )
+
+
+def sentencepiece_merges(tokens, scores):
+    """BPE merges equivalent to SentencePiece BPE / llama.cpp's SPM tokenizer, best first.
+
+    llama.cpp (`llm_tokenizer_spm`) repeatedly joins the adjacent pair whose
+    concatenation is a vocabulary piece of the highest score (the leftmost on
+    ties). As a ranked merge list: every split ``(a, b)`` of every piece ``a + b``
+    with both halves in the vocabulary, ordered by the score of ``a + b``
+    (highest first; ties by piece id, then split point).
+    """
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    ranked = []
+    for i, tok in enumerate(tokens):
+        for k in range(1, len(tok)):
+            a, b = tok[:k], tok[k:]
+            if a in vocab and b in vocab:
+                ranked.append((-float(scores[i]), i, k, a, b))
+    ranked.sort()
+    return [(a, b) for _, _, _, a, b in ranked]
+
+
+def sentencepiece_bpe_tokenizer(reader, path="GGUF file"):
+    """SentencePiece BPE with byte fallback (tokenizer.ggml.model='llama', e.g. Gemma 3) as `tokenizers`.
+
+    Spaces become U+2581 (no pre-tokenizer: SentencePiece merges across the
+    whole text), pieces missing from the vocabulary fall back to ``<0xXX>``
+    byte tokens, merges are ranked by the metadata's scores
+    (`sentencepiece_merges`). USER_DEFINED pieces (Gemma: runs of newlines,
+    tabs, ...) are matched in the text first, as llama.cpp always does;
+    CONTROL pieces (``<bos>``, ``<start_of_turn>``...) are ordinary text, as
+    llama.cpp's ``tokenize(..., special=False)``. `Tokenizer.encode` adds no
+    BOS; `tokenizer.ggml.add_bos_token` becomes `Tokenizer.bos_token_id`,
+    which `TextEncoder` puts before every input (Gemma is trained with
+    ``<bos>`` first).
+    """
+    import tokenizers
+    from tokenizers import decoders, normalizers
+
+    tokens = list(_field(reader, "tokenizer.ggml.tokens", path=path))
+    scores = list(_field(reader, "tokenizer.ggml.scores", path=path))
+    types = list(_field(reader, "tokenizer.ggml.token_type", [1] * len(tokens)))
+    if len(scores) != len(tokens) or len(types) != len(tokens):
+        raise ModelFileError("tokenizer.ggml.tokens / scores / token_type differ in length", path, "tokenizer.ggml.scores")
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    if len(vocab) != len(tokens):
+        raise ModelFileError("tokenizer.ggml.tokens has duplicate entries", path, "tokenizer.ggml.tokens")
+    unk_id = _field(reader, "tokenizer.ggml.unknown_token_id", None)
+    bpe = tokenizers.models.BPE(
+        vocab=vocab,
+        merges=sentencepiece_merges(tokens, scores),
+        unk_token=None if unk_id is None else tokens[int(unk_id)],
+        byte_fallback=True,
+        fuse_unk=True,
+    )
+    backend = tokenizers.Tokenizer(bpe)
+    steps = [normalizers.Replace(" ", "\u2581")]
+    if _field(reader, "tokenizer.ggml.add_space_prefix", False):
+        steps.insert(0, normalizers.Prepend("\u2581"))
+    backend.normalizer = normalizers.Sequence(steps)
+    backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    user = [tokenizers.AddedToken(tok, special=False, normalized=False)
+            for tok, t in zip(tokens, types) if t == _TOKEN_TYPE_USER_DEFINED]
+    if user:
+        backend.add_tokens(user)
+    eos = _field(reader, "tokenizer.ggml.eos_token_id", None)
+    bos = _field(reader, "tokenizer.ggml.bos_token_id", None)
+    add_bos = bool(_field(reader, "tokenizer.ggml.add_bos_token", False))
+    return Tokenizer(backend, "gguf:sentencepiece-bpe", eos_token_id=None if eos is None else int(eos),
+                     bos_token_id=int(bos) if add_bos and bos is not None else None)
+
+
+def _byte_level_bpe_tokenizer(reader, path):
     import tokenizers
     from tokenizers import pre_tokenizers
 
     path = path or "GGUF file"
-    model = _field(reader, "tokenizer.ggml.model", None)
-    if model != "gpt2":
-        raise ModelFileError(
-            f"unsupported tokenizer model tokenizer.ggml.model={model!r} "
-            "(tflm rebuilds only byte-level BPE, tokenizer.ggml.model='gpt2')", path, "tokenizer.ggml.model"
-        )
     pre = _field(reader, "tokenizer.ggml.pre", "gpt-2")
     if not isinstance(pre, str) or pre not in SUPPORTED_PRE:
         raise ModelFileError(
@@ -262,40 +379,25 @@ def gguf_tokenizer(reader, path=None):
 
 
 # --- model --------------------------------------------------------------------
-def load_gguf(path, name=None):
-    """A llama.cpp GGUF file of a Llama-family model as a float32 `LanguageModel`.
+# Gemma 3 facts llama.cpp hard-codes for general.architecture == "gemma3" (llama-model.cpp), also
+# hard-coded in keras-hub's Gemma3Backbone: 5 sliding-window layers then 1 global one, local RoPE
+# base 1e4 (the global base is gemma3.rope.freq_base), queries scaled by head_dim ** -0.5
+# (query_pre_attn_scalar = head_dim for the 270M/1B text models), no logit soft-capping.
+GEMMA3_SLIDING_WINDOW_PATTERN = 6
+GEMMA3_LOCAL_ROPE_BASE = 10000.0
+GEMMA3_GLOBAL_ROPE_BASE = 1000000.0
 
-    A corrupt, truncated or inconsistent file raises `ModelFileError` naming it
-    (and the metadata field or tensor): the reader refuses reads past the end of
-    the file, and every tensor the metadata implies is checked for its shape
-    before the backbone is built, so a file that lies about its sizes is refused
-    before anything is allocated by them.
+
+def _llama_backbone(path, meta, tensors):
+    """(Llama3Backbone, its `_GGUFWeights`, converter name) for general.architecture == 'llama'.
+
+    Every tensor the metadata implies is checked for its shape before the backbone is built.
     """
     import keras_hub
-
-    from tflm._compat import bounded_gguf_reader, keras_hub_transformers_converter
-
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"GGUF file not found: {path}")
-    try:
-        reader = bounded_gguf_reader(path)
-    except Exception as e:  # gguf raises ValueError/KeyError/IndexError/... on bad files
-        raise ModelFileError(f"not a readable GGUF file ({type(e).__name__}: {e})", path) from None
-    arch = _field(reader, "general.architecture", None, path)
-    if arch != "llama":
-        raise ModelFileError(
-            f"unsupported GGUF architecture general.architecture={arch!r} (tflm loads 'llama' only)",
-            path, "general.architecture"
-        )
-
-    def meta(key, kind, default=KeyError, **kwargs):
-        return _typed(reader, f"llama.{key}", kind, path, default, **kwargs)
 
     if meta("expert_count", cv.integer, 0, minimum=0):
         raise ModelFileError("mixture-of-experts GGUF models (llama.expert_count > 0) are not supported", path,
                              "llama.expert_count")
-    tensors = {t.name: t for t in reader.tensors}
     num_layers = meta("block_count", cv.integer)
     hidden = meta("embedding_length", cv.integer)
     n_head = meta("attention.head_count", cv.integer)
@@ -310,25 +412,21 @@ def load_gguf(path, name=None):
     if rope_dim != head_dim:
         raise ModelFileError(f"llama.rope.dimension_count={rope_dim} != head dim {hidden}/{n_head} (unsupported)",
                              path, "llama.rope.dimension_count")
-    scaling = _field(reader, "llama.rope.scaling.type", "none", path)
+    scaling = meta("rope.scaling.type", None, "none")
     if scaling not in ("none", None) or "rope_freqs.weight" in tensors:
         raise ModelFileError(f"RoPE scaling (llama.rope.scaling.type={scaling!r}, rope_freqs) is not supported", path,
                              "llama.rope.scaling.type")
-    if "token_embd.weight" not in tensors:
-        raise ModelFileError("GGUF file has no token_embd.weight", path, "token_embd.weight")
     emb_rows = int(tensors["token_embd.weight"].shape[-1])
     vocab = meta("vocab_size", cv.integer, emb_rows)
     tie = "output.weight" not in tensors
     ff = meta("feed_forward_length", cv.integer)
-    max_len = meta("context_length", cv.integer, 2048)
-    tokenizer = gguf_tokenizer(reader, path)
     # Before anything is sized by the metadata.
     check_tensor_shapes(tensors, _expected_shapes(min(num_layers, len(tensors)), hidden, n_head, n_head_kv, ff,
                                                   vocab, tie), path)
     if num_layers > len(tensors):
         raise ModelFileError(f"llama.block_count={num_layers} but the file holds {len(tensors)} tensors",
                              path, "llama.block_count")
-    kwargs = dict(
+    backbone = keras_hub.models.Llama3Backbone(
         vocabulary_size=vocab,
         num_layers=num_layers,
         num_query_heads=n_head,
@@ -338,14 +436,120 @@ def load_gguf(path, name=None):
         rope_max_wavelength=meta("rope.freq_base", cv.number, 10000.0, positive=True),
         layer_norm_epsilon=meta("attention.layer_norm_rms_epsilon", cv.number, positive=True),
         tie_word_embeddings=tie,
+        dtype="float32",
+        name="llama3_backbone",
     )
-    backbone = keras_hub.models.Llama3Backbone(**kwargs, dtype="float32", name="llama3_backbone")
-    weights = _GGUFWeights(path, tensors, num_layers, n_head, n_head_kv)
-    keras_hub_transformers_converter("llama3").convert_weights(backbone, weights, {})
+
+    def transform(name, arr):
+        if name.endswith("attn_q.weight"):
+            return unpermute_rotary(arr, n_head)
+        if name.endswith("attn_k.weight"):
+            return unpermute_rotary(arr, n_head_kv)
+        return arr
+
+    return backbone, _GGUFWeights(path, tensors, llama_tensor_names(num_layers), transform), "llama3"
+
+
+def _gemma3_backbone(path, meta, tensors):
+    """(Gemma3Backbone, its `_GGUFWeights`, converter name) for general.architecture == 'gemma3'."""
+    import keras_hub
+
+    num_layers = meta("block_count", cv.integer)
+    if num_layers > len(tensors):
+        raise ModelFileError(f"gemma3.block_count={num_layers} but the file holds {len(tensors)} tensors",
+                             path, "gemma3.block_count")
+    hidden = meta("embedding_length", cv.integer)
+    n_head = meta("attention.head_count", cv.integer)
+    head_dim = meta("attention.key_length", cv.integer)
+    if meta("attention.value_length", cv.integer, head_dim) != head_dim:
+        raise ModelFileError("gemma3 attention.key_length != value_length (unsupported)", path,
+                             "gemma3.attention.value_length")
+    base = meta("rope.freq_base", cv.number, GEMMA3_GLOBAL_ROPE_BASE, positive=True)
+    if base != GEMMA3_GLOBAL_ROPE_BASE:
+        raise ModelFileError(f"gemma3 rope.freq_base={base}; keras-hub's Gemma3Backbone fixes it at "
+                             f"{GEMMA3_GLOBAL_ROPE_BASE}", path, "gemma3.rope.freq_base")
+    if "output.weight" in tensors:
+        raise ModelFileError("an untied gemma3 output.weight is not supported (Gemma 3 ties its embeddings)",
+                             path, "output.weight")
+    for key in ("final_logit_softcapping", "attn_logit_softcapping", "rope.scaling.factor"):
+        if meta(key, None, None):
+            raise ModelFileError(f"gemma3 {key}={meta(key, None)} is not supported", path, f"gemma3.{key}")
+    backbone = keras_hub.models.Gemma3Backbone(
+        vocabulary_size=int(tensors["token_embd.weight"].shape[-1]),
+        image_size=None,
+        num_layers=num_layers,
+        num_query_heads=n_head,
+        num_key_value_heads=meta("attention.head_count_kv", cv.integer, n_head),
+        hidden_dim=hidden,
+        intermediate_dim=meta("feed_forward_length", cv.integer),
+        head_dim=head_dim,
+        query_head_dim_normalize=True,
+        use_query_key_norm=True,
+        use_post_ffw_norm=True,
+        use_post_attention_norm=True,
+        attention_logit_soft_cap=None,
+        final_logit_soft_cap=None,
+        use_sliding_window_attention=True,
+        sliding_window_size=meta("attention.sliding_window", cv.integer),
+        layer_norm_epsilon=meta("attention.layer_norm_rms_epsilon", cv.number, positive=True),
+        dtype="float32",
+        name="gemma3_backbone",
+    )
+
+    def transform(name, arr):
+        return _minus_one(arr) if name.endswith("norm.weight") else arr
+
+    return backbone, _GGUFWeights(path, tensors, gemma3_tensor_names(num_layers), transform), "gemma3"
+
+
+_ARCHITECTURES = {"llama": _llama_backbone, "gemma3": _gemma3_backbone}
+
+
+def load_gguf(path, name=None):
+    """A llama.cpp GGUF file of a Llama-family or Gemma 3 model as a float32 `LanguageModel`.
+
+    A corrupt, truncated or inconsistent file raises `ModelFileError` naming it
+    (and the metadata field or tensor): the reader refuses reads past the end of
+    the file, and the metadata is type-checked before anything is sized by it.
+    """
+    from tflm._compat import bounded_gguf_reader, keras_hub_transformers_converter
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"GGUF file not found: {path}")
+    try:
+        reader = bounded_gguf_reader(path)
+    except Exception as e:  # gguf raises ValueError/KeyError/IndexError/... on bad files
+        raise ModelFileError(f"not a readable GGUF file ({type(e).__name__}: {e})", path) from None
+    arch = _field(reader, "general.architecture", None, path)
+    if arch not in _ARCHITECTURES:
+        raise ModelFileError(
+            f"unsupported GGUF architecture general.architecture={arch!r} "
+            f"(tflm loads {', '.join(repr(a) for a in _ARCHITECTURES)})", path, "general.architecture"
+        )
+
+    def meta(key, kind, default=KeyError, **kwargs):
+        if kind is None:
+            return _field(reader, f"{arch}.{key}", default, path)
+        return _typed(reader, f"{arch}.{key}", kind, path, default, **kwargs)
+
+    tensors = {t.name: t for t in reader.tensors}
+    if "token_embd.weight" not in tensors:
+        raise ModelFileError("GGUF file has no token_embd.weight", path, "token_embd.weight")
+    max_len = meta("context_length", cv.integer, 2048)
+    tokenizer = gguf_tokenizer(reader, path)
+    backbone, weights, converter = _ARCHITECTURES[arch](path, meta, tensors)
+    try:
+        keras_hub_transformers_converter(converter).convert_weights(
+            backbone, weights, {"model_type": "gemma3_text"} if arch == "gemma3" else {})
+    except ValueError as e:
+        if isinstance(e, ModelFileError):
+            raise
+        raise ModelFileError(str(e), path) from None
     leftover = sorted(set(tensors) - weights.used)
     if leftover:
         raise ModelFileError(
-            f"{len(leftover)} GGUF tensors the llama conversion does not use ({', '.join(leftover[:5])})", path
+            f"{len(leftover)} GGUF tensors the {arch} conversion does not use ({', '.join(leftover[:5])})", path
         )
     general_name = _field(reader, "general.name", None, path)
     file_type = _typed(reader, "general.file_type", cv.integer, path, None, minimum=0)

@@ -1,4 +1,4 @@
-"""Hugging Face checkpoint directories (GPT-2 and Llama family) as `LanguageModel`s.
+"""Hugging Face checkpoint directories (GPT-2, Llama family, Gemma 3 text) as `LanguageModel`s.
 
 A checkpoint directory is what `transformers`' `save_pretrained` writes:
 `config.json`, `model.safetensors` (or sharded `model-0000x-of-0000y.safetensors`
@@ -47,7 +47,7 @@ from tflm.models.errors import ModelFileError
 from tflm.models.language_model import LanguageModel
 from tflm.tokenization import Tokenizer
 
-SUPPORTED_MODEL_TYPES = ("gpt2", "llama", "mistral")
+SUPPORTED_MODEL_TYPES = ("gpt2", "llama", "mistral", "gemma3_text")
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 
@@ -181,11 +181,11 @@ def _config_path(directory):
     return directory if directory == "<config>" else os.path.join(directory, "config.json")
 
 
-def _first_id(config, path):
-    value = config.get("eos_token_id")
+def _first_id(config, path, key="eos_token_id", default=None):
+    value = config.get(key, default)
     if isinstance(value, (list, tuple)):
         value = value[0] if value else None
-    return None if value is None else cv.integer(value, "eos_token_id", path, minimum=0)
+    return None if value is None else cv.integer(value, key, path, minimum=0)
 
 
 def _dict_field(config, key, path):
@@ -350,6 +350,47 @@ def check_weight_shapes(weights, kwargs, shapes, num_layers_field, directory):
                     path, fields.split(", ")[0])
 
 
+def gemma3_backbone_config(config, directory="<config>"):
+    """`Gemma3Backbone` kwargs for a transformers `Gemma3TextConfig` dict (raises on what it cannot express).
+
+    keras-hub's `convert_gemma3.convert_backbone_config` is used for the
+    fields it reads; what Gemma3Backbone hard-codes is checked here: the
+    layer pattern (5 sliding-window layers, then a global one), RoPE bases
+    1e4 (local) and 1e6 (global), query scaling by head_dim ** -0.5, the
+    tanh-GELU MLP.
+    """
+    from tflm._compat import keras_hub_transformers_converter
+    from tflm.models.gguf import GEMMA3_GLOBAL_ROPE_BASE, GEMMA3_LOCAL_ROPE_BASE, GEMMA3_SLIDING_WINDOW_PATTERN
+
+    n = int(config["num_hidden_layers"])
+    expected = ["full_attention" if (i % GEMMA3_SLIDING_WINDOW_PATTERN) == GEMMA3_SLIDING_WINDOW_PATTERN - 1
+                else "sliding_attention" for i in range(n)]
+    layer_types = config.get("layer_types") or expected
+    if list(layer_types) != expected:
+        raise _unsupported(directory, f"gemma3_text layer_types {layer_types} (Gemma3Backbone fixes 5 sliding + 1 full)")
+    checks = (
+        ("rope_theta", _rope_theta(config, _config_path(directory)), GEMMA3_GLOBAL_ROPE_BASE),
+        ("rope_local_base_freq", float(config.get("rope_local_base_freq", GEMMA3_LOCAL_ROPE_BASE)),
+         GEMMA3_LOCAL_ROPE_BASE),
+        ("query_pre_attn_scalar", float(config.get("query_pre_attn_scalar", config["head_dim"])),
+         float(config["head_dim"])),
+        ("hidden_activation", config.get("hidden_activation", "gelu_pytorch_tanh"), "gelu_pytorch_tanh"),
+        ("attention_bias", bool(config.get("attention_bias", False)), False),
+        ("rope_scaling", config.get("rope_scaling"), None),
+        # tflm's logits are f Phi^T (output_embeddings.word_logits): a soft-capped head would differ.
+        ("final_logit_softcapping", config.get("final_logit_softcapping"), None),
+    )
+    for key, got, want in checks:
+        if got != want:
+            raise _unsupported(directory, f"gemma3_text {key}={got!r} (Gemma3Backbone supports {want!r})")
+    if not bool(config.get("tie_word_embeddings", True)):
+        raise _unsupported(directory, "gemma3_text tie_word_embeddings=false")
+    kwargs = keras_hub_transformers_converter("gemma3").convert_backbone_config(
+        {**config, "sliding_window": int(config["sliding_window"])})
+    kwargs["image_size"] = None
+    return kwargs
+
+
 # --- loading ----------------------------------------------------------------
 def _load_tokenizer(directory, eos_token_id, model_type):
     name = f"hf:{os.path.basename(os.path.normpath(directory))}"
@@ -414,6 +455,22 @@ def _build_llama(config, weights, directory):
     return backbone, None, max_len
 
 
+def _build_gemma3(config, weights, directory):
+    import keras_hub
+
+    from tflm._compat import keras_hub_transformers_converter
+
+    kwargs = gemma3_backbone_config(config, directory)
+    if weights.has("lm_head.weight"):
+        weights.used.add(weights.resolve("lm_head.weight"))  # tied: transformers saves the embedding again
+    backbone = keras_hub.models.Gemma3Backbone(**kwargs, dtype="float32", name="gemma3_backbone")
+    keras_hub_transformers_converter("gemma3").convert_weights(backbone, weights, config)
+    return backbone, None, int(config.get("max_position_embeddings") or 32768)
+
+
+_BUILDERS = {"gpt2": _build_gpt2, "llama": _build_llama, "mistral": _build_llama, "gemma3_text": _build_gemma3}
+
+
 def load_hf_dir(directory, name=None):
     """A Hugging Face GPT-2 / Llama / Mistral checkpoint directory as a `LanguageModel`."""
     directory = os.fspath(directory)
@@ -432,8 +489,7 @@ def load_hf_dir(directory, name=None):
         )
     try:
         weights = SafetensorsCheckpoint(directory)
-        build = _build_gpt2 if model_type == "gpt2" else _build_llama
-        backbone, head, max_len = build(config, weights, directory)
+        backbone, head, max_len = _BUILDERS[model_type](config, weights, directory)
     except KeyError as e:
         raise ModelFileError(f"config.json lacks required field {e}", directory) from None
     leftover = weights.unused()
@@ -444,6 +500,8 @@ def load_hf_dir(directory, name=None):
         )
     eos = _first_id(config, _config_path(directory))
     tokenizer = _load_tokenizer(directory, eos, model_type)
+    if model_type == "gemma3_text":
+        tokenizer.bos_token_id = _first_id(config, _config_path(directory), "bos_token_id", 2)  # Gemma is trained with <bos> first
     try:
         return LanguageModel(
             backbone,

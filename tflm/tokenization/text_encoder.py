@@ -11,7 +11,8 @@ class TextEncoder:
     (and the exported ``predict.py``, through the same `text_encoding`
     module). The rule (see `tflm.tokenization.text_encoding`): ids of
     ``text + prompt`` tokenized jointly when they fit in `max_length`, else
-    the end of the text followed by the whole prompt; no special tokens.
+    the end of the text followed by the whole prompt; no special tokens but
+    the tokenizer's `prefix_ids` (Gemma's ``<bos>``) first.
 
     Args:
         tokenizer: a `tflm.tokenization.Tokenizer`.
@@ -35,7 +36,9 @@ class TextEncoder:
         self.max_length = int(max_length)
         self.strip_prompt_space = bool(strip_prompt_space)
         self.pad_id = int(pad_id)
-        self.prompt_ids = text_encoding.prompt_ids(tokenizer.encode_batch, self.effective_prompt, self.max_length)
+        self.prefix_ids = list(getattr(tokenizer, "prefix_ids", []))
+        self.prompt_ids = text_encoding.prompt_ids(
+            tokenizer.encode_batch, self.effective_prompt, self.max_length - len(self.prefix_ids))
 
     @property
     def effective_prompt(self):
@@ -45,7 +48,8 @@ class TextEncoder:
     def encode(self, texts):
         """(list of int32 id arrays, number of truncated texts), unpadded."""
         return text_encoding.encode(
-            self.tokenizer.encode_batch, list(texts), self.prompt, self.max_length, self.strip_prompt_space
+            self.tokenizer.encode_batch, list(texts), self.prompt, self.max_length, self.strip_prompt_space,
+            prefix_ids=self.prefix_ids,
         )
 
     def pad(self, id_lists, length=None):

@@ -45,7 +45,8 @@ def prompt_ids(encode_batch, prompt, max_length):
     return ids
 
 
-def encode(encode_batch, texts, prompt=None, max_length=1024, strip_prompt_space=False, chunk=1024):
+def encode(encode_batch, texts, prompt=None, max_length=1024, strip_prompt_space=False, chunk=1024,
+           prefix_ids=()):
     """Token ids of each text under the rule above.
 
     Args:
@@ -56,12 +57,15 @@ def encode(encode_batch, texts, prompt=None, max_length=1024, strip_prompt_space
         max_length: the most ids per text.
         strip_prompt_space: drop the prompt's trailing spaces.
         chunk: texts tokenized per `encode_batch` call (bounds memory).
+        prefix_ids: ids put before every input (a BOS id), counted in
+            `max_length`; the rule above runs on ``max_length - len(prefix_ids)``.
 
     Returns (list of int32 arrays, number of truncated texts).
     """
-    max_length = int(max_length)
+    prefix_ids = [int(i) for i in prefix_ids]
+    max_length = int(max_length) - len(prefix_ids)
     if max_length < 1:
-        raise ValueError(f"max_length must be >= 1, got {max_length}")
+        raise ValueError(f"max_length must be >= {1 + len(prefix_ids)}, got {max_length + len(prefix_ids)}")
     prompt = effective_prompt(prompt, strip_prompt_space)
     p_ids = prompt_ids(encode_batch, prompt, max_length)
     texts = list(texts)
@@ -80,7 +84,7 @@ def encode(encode_batch, texts, prompt=None, max_length=1024, strip_prompt_space
                     ids = ids[-max_length:]
                 else:
                     ids = list(text_ids[j][-(max_length - len(p_ids)):]) + p_ids
-            out.append(np.asarray(ids, dtype=np.int32))
+            out.append(np.asarray(prefix_ids + list(ids), dtype=np.int32))
     return out, truncated
 
 

@@ -11,7 +11,9 @@ regex and BPE merges run across word boundaries. On PTB-style text such as
 1,821 SST-2 test sentences differ). tflm never uses keras-hub tokenizers for
 ids: every model's text is tokenized by `tokenizers` with GPT-2's exact regex
 (ByteLevel pre-tokenizer) or the checkpoint's own `tokenizer.json`.
-No special tokens are ever added (the paper's features use none).
+No special tokens are added to the text's ids (the paper's features use
+none); a model trained with a BOS first (Gemma) names it in `bos_token_id`
+and `TextEncoder` puts it before every input.
 """
 
 import json
@@ -31,14 +33,18 @@ class Tokenizer:
         backend: a `tokenizers.Tokenizer`.
         name: a short description (e.g. "gpt2-bpe", "hf:tokenizer.json").
         eos_token_id: id that separates documents in pretraining, or None.
+        bos_token_id: id the model expects before every input (Gemma's
+            ``<bos>``), or None. `encode` never adds it; `TextEncoder` puts it
+            first (`prefix_ids`).
     """
 
-    def __init__(self, backend, name, eos_token_id=None):
+    def __init__(self, backend, name, eos_token_id=None, bos_token_id=None):
         self.backend = backend
         self.backend.no_padding()
         self.backend.no_truncation()
         self.name = name
         self.eos_token_id = eos_token_id
+        self.bos_token_id = None if bos_token_id is None else int(bos_token_id)
 
     # --- construction -------------------------------------------------
     @classmethod
@@ -73,6 +79,11 @@ class Tokenizer:
     def vocabulary_size(self):
         return self.backend.get_vocab_size(with_added_tokens=True)
 
+    @property
+    def prefix_ids(self):
+        """Ids put before every model input: [bos_token_id], or [] (GPT-2, SmolLM2)."""
+        return [] if self.bos_token_id is None else [self.bos_token_id]
+
     def encode(self, text):
         """Ids of one text, no special tokens added."""
         return self.backend.encode(text, add_special_tokens=False).ids
@@ -104,7 +115,8 @@ class Tokenizer:
 
     def get_config(self):
         """Every constructor argument, JSON-serializable (the backend as its JSON definition)."""
-        return {"backend": self.to_json(), "name": self.name, "eos_token_id": self.eos_token_id}
+        return {"backend": self.to_json(), "name": self.name, "eos_token_id": self.eos_token_id,
+                "bos_token_id": self.bos_token_id}
 
     @classmethod
     def from_config(cls, config):
@@ -115,7 +127,7 @@ class Tokenizer:
         os.makedirs(directory, exist_ok=True)
         self.backend.save(os.path.join(directory, "tokenizer.json"))
         with open(os.path.join(directory, "tflm_tokenizer.json"), "w") as f:
-            json.dump({"name": self.name, "eos_token_id": self.eos_token_id}, f)
+            json.dump({"name": self.name, "eos_token_id": self.eos_token_id, "bos_token_id": self.bos_token_id}, f)
 
     @classmethod
     def load(cls, directory):
@@ -124,11 +136,13 @@ class Tokenizer:
         if os.path.isfile(meta_path):
             with open(meta_path) as f:
                 meta = json.load(f)
-        return cls.from_file(
+        tok = cls.from_file(
             os.path.join(directory, "tokenizer.json"),
             name=meta.get("name"),
             eos_token_id=meta.get("eos_token_id"),
         )
+        tok.bos_token_id = meta.get("bos_token_id")
+        return tok
 
     def __repr__(self):
         return f"Tokenizer({self.name!r}, vocabulary_size={self.vocabulary_size})"
