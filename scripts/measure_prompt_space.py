@@ -30,7 +30,7 @@ from tflm.models import load_lm
 from tflm.probes import logistic_probe
 from tflm.probes.zero_shot import zero_shot_probe
 from tflm.report import write_json
-from tflm.tokenization.tokenizer import pad_batch
+from tflm.tokenization.text_encoding import pad_batch
 
 
 def two_position_f(lm, texts, prompt, log=print):
@@ -68,6 +68,7 @@ def main(argv=None):
     p.add_argument("--max-test", type=int, default=1000)
     p.add_argument("--full-test", default="sst2", help="tasks evaluated on their whole test set")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="float32", help="compute dtype of the LM (float32, bfloat16)")
     p.add_argument("--out", default="docs/results/prompt_space")
     p.add_argument("--features-dir", help="where the per-task feature .npz go (default: --out)")
     p.add_argument("--report-only", action="store_true", help="write REPORT.md from results.json and stop")
@@ -77,9 +78,9 @@ def main(argv=None):
     if args.report_only:
         write_report(json.load(open(res_path)), args.out)
         return
-    lm = load_lm(args.model)
+    lm = load_lm(args.model, dtype=args.dtype)
     sf = SentenceFeatures(lm, progress=False)
-    results = {"command": "python " + " ".join(sys.argv), "model": lm.name, "fingerprint": lm.fingerprint(), "tokenizer": lm.tokenizer.name,
+    results = {"command": "python " + " ".join(sys.argv), "model": lm.name, "dtype": args.dtype, "fingerprint": lm.fingerprint(), "tokenizer": lm.tokenizer.name,
                "max_train": args.max_train, "max_test": args.max_test, "seed": args.seed, "tasks": {}}
     if os.path.isfile(res_path):
         results["tasks"] = json.load(open(res_path)).get("tasks", {})
@@ -138,7 +139,8 @@ def main(argv=None):
 
 def write_report(results, out):
     """REPORT.md: one row per task, test accuracy (%) with the trailing space kept vs stripped."""
-    from tflm.report import markdown_table, write_atomic
+    from tflm.atomic import write_atomic
+    from tflm.report import markdown_table
 
     cols = [("f", "f"), ("phi_p", "phi_p"), ("zeroshot_posneg", "zero-shot posneg"),
             ("zeroshot_posneg_calibrated", "zero-shot posneg, calibrated")]

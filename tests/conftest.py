@@ -134,3 +134,31 @@ def markdown_tables(text):
             tables.append((block[0], block[2:]))
             block = []
     return tables
+
+
+def disk_full_on(monkeypatch, name, error=None, times=1):
+    """Make flushing a file whose path contains `name` fail (`os.fsync` raises `error`, ENOSPC by default).
+
+    tflm flushes every file it writes (`tflm.atomic`), after the data went to
+    its temporary file, as a full disk or a failing device reports it. The
+    first `times` matching flushes fail; returns the list of paths that failed.
+    """
+    import errno as errno_codes
+
+    error = errno_codes.ENOSPC if error is None else error
+    real, failed = os.fsync, []
+
+    def fsync(fd):
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if name in path and len(failed) < times:
+            failed.append(path)
+            raise OSError(error, os.strerror(error))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return failed
+
+
+def partial_files(folder):
+    """Temporary or partial files tflm left under `folder` (names with '.tmp')."""
+    return sorted(os.path.join(d, f) for d, dirs, files in os.walk(folder) for f in files + dirs if ".tmp" in f)

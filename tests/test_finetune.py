@@ -278,6 +278,25 @@ def test_grid_resumes_after_kill_and_reports_the_same(grid_report, toy_task, tmp
     assert strip_times(resumed) == strip_times(reference)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", ["best.tmp.weights.h5", "epoch_1.weights.h5"], ids=["best", "backup"])
+def test_grid_disk_full_then_resumes_and_reports_the_same(grid_report, toy_task, tmp_path, monkeypatch, victim):
+    """ENOSPC on the best-epoch weights or on a backup: the grid stops naming the file and leaves
+    nothing partial; rerun after space is freed, it reports what an uninterrupted grid reports."""
+    from conftest import disk_full_on, partial_files
+    from tflm.atomic import WriteError
+
+    _, reference, _ = grid_report
+    out = str(tmp_path / "grid")
+    failed = disk_full_on(monkeypatch, victim, times=1)
+    with pytest.raises(WriteError, match=r"could not write .*(best|epoch_1)\.weights\.h5: No space left"):
+        finetune("tiny-gpt2", toy_task, out_dir=out, **GRID)
+    assert failed and partial_files(out) == []
+    monkeypatch.undo()
+    resumed = finetune("tiny-gpt2", toy_task, out_dir=out, **GRID)
+    assert strip_times(resumed) == strip_times(reference)
+
+
 def test_grid_refuses_other_settings_in_same_folder(grid_report, toy_task):
     out, _, _ = grid_report
     with pytest.raises(ValueError, match="differs in: epochs"):

@@ -170,6 +170,30 @@ def test_resume_after_kill_matches_uninterrupted(corpus, quad_run, tmp_path):
     assert max_weight_diff(at2.weights(), b.weights()) > 1e-3
 
 
+@pytest.mark.slow
+def test_checkpoint_write_fails_on_a_full_disk_then_resumes(corpus, quad_run, tmp_path, monkeypatch):
+    """ENOSPC while the step-4 checkpoint is flushed: the run stops naming it, the interval is not
+    backed up, nothing partial stays, and the same call again ends where an uninterrupted run ends."""
+    from conftest import disk_full_on, partial_files
+    from tflm.atomic import WriteError
+
+    out = tmp_path / "run"
+    failed = disk_full_on(monkeypatch, "step_0000004")
+    with pytest.raises(WriteError, match=r"could not write .*checkpoints/step_0000004: No space left"):
+        pretrain(corpus=corpus, out_dir=str(out), **QUAD_RUN)
+    assert failed and partial_files(str(out)) == []
+    assert sorted(os.listdir(out / "checkpoints")) == ["step_0000002"]
+    with open(out / "backup" / "backup.json") as f:
+        assert json.load(f)["epoch"] == 1  # the failed interval was not committed
+    monkeypatch.undo()  # space freed
+    resumed = pretrain(corpus=corpus, out_dir=str(out), **QUAD_RUN)
+    assert len(resumed["history"]["loss"]) == 1
+    assert sorted(os.listdir(out / "checkpoints")) == ["step_0000002", "step_0000004"]
+    _, _, full_out = quad_run
+    assert max_weight_diff(tflm.load_lm(str(out / "model")).weights(),
+                           tflm.load_lm(str(full_out / "model")).weights()) <= 1e-5
+
+
 # --- MirroredStrategy over two logical CPUs = single device ---------------------
 MIRRORED_SCRIPT = """
 import tensorflow as tf

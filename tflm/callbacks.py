@@ -7,6 +7,7 @@ import time
 import keras
 
 from tflm._compat import BackupAndRestoreHooks
+from tflm.atomic import atomic_path
 from tflm.report import write_json
 
 
@@ -65,9 +66,9 @@ class AtomicBackupAndRestore(BackupAndRestoreHooks):
         return int(state["epoch"])
 
     def save_backup(self, epoch):
-        os.makedirs(self.backup_dir, exist_ok=True)
         name = f"epoch_{epoch}.weights.h5"
-        self.model.save_weights(os.path.join(self.backup_dir, name), overwrite=True)
+        with atomic_path(os.path.join(self.backup_dir, name), suffix=".weights.h5") as tmp:
+            self.model.save_weights(tmp, overwrite=True)
         write_json(os.path.join(self.backup_dir, self.STATE), {"epoch": epoch, "weights": name})
         for f in os.listdir(self.backup_dir):
             if f.startswith("epoch_") and f.endswith(".weights.h5") and f != name:

@@ -5,6 +5,7 @@ import os
 import sys
 
 from tflm import native_logs
+from tflm.atomic import WriteError
 
 
 def _csv(kind):
@@ -425,7 +426,7 @@ def main(argv=None):
     args.argv = argv
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, ConnectionError, FloatingPointError) as e:
+    except (ValueError, FileNotFoundError, ConnectionError, FloatingPointError, WriteError) as e:
         print(f"tflm {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

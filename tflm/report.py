@@ -3,9 +3,10 @@
 import json
 import os
 import platform
-import tempfile
 
 import numpy as np
+
+from tflm.atomic import save_figure, write_atomic
 
 
 def _jsonable(x):
@@ -18,21 +19,6 @@ def _jsonable(x):
     if isinstance(x, np.generic):
         return x.item()
     return x
-
-
-def write_atomic(path, text):
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_json(path, obj):
@@ -100,7 +86,4 @@ def bar_chart(path, groups, series, values, title, ylabel="test accuracy (%)", c
     ax.set_title(title)
     ax.legend(fontsize=8, ncol=min(6, len(series) + 1), loc="upper center")
     fig.tight_layout()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig).print_png(path)
-    return path
+    return save_figure(fig, path, dpi=fig.dpi)

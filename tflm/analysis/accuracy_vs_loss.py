@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tflm.atomic import save_figure
+
 __all__ = ["CheckpointRecord", "check_same_architecture", "fit_reference_curve",
            "plot_accuracy_vs_loss"]
 
@@ -144,5 +146,5 @@ def plot_accuracy_vs_loss(records, path, title=None, loss_min=None, dpi=120):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.text(0.02, 0.02, CAPTION, fontsize=7, wrap=True, ha="left", va="bottom")
-    fig.savefig(path, dpi=dpi)
+    save_figure(fig, path, dpi=dpi)
     return {"path": path, "architecture": arch, "reference_curve": ref, "caption": CAPTION}

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tflm.atomic import save_figure
+
 __all__ = [
     "QuadraticLogPartition", "collect_log_partition", "embedding_covariance",
     "evaluate_quadratic_fit", "fit_gaussian_log_partition", "fit_quadratic_log_partition",
@@ -227,5 +229,5 @@ def plot_log_partition_fit(path, logz_true, predictions, title=None, dpi=120):
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    save_figure(fig, path, dpi=dpi)
     return path

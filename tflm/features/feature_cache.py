@@ -4,10 +4,11 @@ import hashlib
 import json
 import os
 import math
-import tempfile
 import zipfile
 
 import numpy as np
+
+from tflm.atomic import atomic_path, write_atomic
 
 
 class CacheError(ValueError):
@@ -32,17 +33,9 @@ def texts_digest(texts):
 
 
 def _atomic_save(path, array, meta):
-    d = os.path.dirname(path)
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp.npz")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, array=array, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _check_sizes(path):
@@ -88,10 +81,7 @@ class FeatureCache:
         if description is not None:
             info = os.path.join(self.dir, "key.json")
             if not os.path.exists(info):
-                fd, tmp = tempfile.mkstemp(dir=self.dir)
-                with os.fdopen(fd, "w") as f:
-                    json.dump(description, f, indent=1, default=str)
-                os.replace(tmp, info)
+                write_atomic(info, json.dumps(description, indent=1, default=str))
 
     def _path(self, index):
         return os.path.join(self.dir, f"chunk_{index:05d}.npz")

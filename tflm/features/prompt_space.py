@@ -6,8 +6,12 @@ tokenizers make that space a token of its own, so f is read at the token
 GPT-2 BPE and keeps the space; for other tokenizers the default follows the
 measurement in docs/results/prompt_space/: on SmolLM2 (prompted rows, 1,000
 seeded training examples) stripping the space raised f by 0.2-1.9 points and
-phi_p by 5.0-11.1 points on sst2, cr, sst5 and agnews. That is the only
-non-GPT-2 tokenizer measured; "other" covers the rest until measured.
+phi_p by 5.0-11.1 points on sst2, cr, sst5 and agnews. On Gemma 3 270M
+(SentencePiece BPE, bf16, the same protocol: docs/results/prompt_space_gemma3/)
+stripping raised phi_p by 2.7-43.2 points on all four tasks and f on sst2 and
+agnews (+1.5, +1.6), while it lowered f on sst5 and cr (-2.6, -1.1): strip
+again. Those two are the non-GPT-2 tokenizers measured; "other" covers the
+rest until measured.
 `strip_prompt_space=True / False` always wins over the default; every result
 records the choice used.
 """

@@ -21,7 +21,8 @@ def merge_caches(sources, dest):
     """
     import filecmp
     import os
-    import shutil
+
+    from tflm.atomic import copy_atomic
 
     copied = 0
     for root in sources:
@@ -41,8 +42,6 @@ def merge_caches(sources, dest):
                     if name.startswith("chunk_") and not filecmp.cmp(src, dst, shallow=False):
                         raise ValueError(f"shard caches disagree: {src} differs from {dst}")
                     continue
-                tmp = dst + ".part"
-                shutil.copyfile(src, tmp)
-                os.replace(tmp, dst)
+                copy_atomic(src, dst)
                 copied += name.startswith("chunk_")
     return copied

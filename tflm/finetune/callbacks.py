@@ -16,7 +16,8 @@ import numpy as np
 
 from tflm._compat import seed_generators
 from tflm.callbacks import read_json
-from tflm.report import write_atomic, write_json
+from tflm.atomic import WriteError, commit, write_atomic
+from tflm.report import write_json
 
 
 class SetEpoch(keras.callbacks.Callback):
@@ -123,9 +124,14 @@ class BestCheckpoint(keras.callbacks.ModelCheckpoint):
         if (logs or {}).get(self.monitor) is None:
             raise KeyError(f"BestCheckpoint: no {self.monitor!r} in logs {sorted(logs or {})}")
         before = self.best
-        super().on_epoch_end(epoch, logs)
+        try:
+            super().on_epoch_end(epoch, logs)
+        except OSError as e:  # Keras wrote (part of) best.tmp.weights.h5: remove it
+            if os.path.exists(self.filepath):
+                os.remove(self.filepath)
+            raise WriteError(self.filepath, e) from e
         if self.best is not None and self.best != before:  # improved: Keras saved the weights
-            os.replace(self.filepath, self.weights_path)
+            commit(self.filepath, self.weights_path)
             write_json(self.info_path, {"epoch": int(epoch), self.monitor: float(self.best)})
 
 

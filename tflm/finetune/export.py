@@ -65,6 +65,7 @@ import keras
 import numpy as np
 
 from tflm.finetune import predict as predict_module
+from tflm.atomic import atomic_path, write_atomic
 from tflm.report import write_json
 from tflm.tokenization import text_encoding
 from tflm.tokenization.text_encoder import TextEncoder
@@ -204,7 +205,12 @@ def _write_export(path, probabilities_fn, trackables, encoder, meta, raw_parts=N
             meta["raw_text_check"] = _check_encoder(graph_encoder, encoder, list(check_texts))
     else:
         meta["raw_text_endpoint"] = None
-    os.makedirs(path, exist_ok=True)
+    with atomic_path(path, directory=True) as tmp:
+        _write_export_files(tmp, archive, encoder, meta)
+    return path
+
+
+def _write_export_files(path, archive, encoder, meta):
     archive.write_out(path, verbose=False)
     encoder.tokenizer.save(path)
     meta.update({
@@ -218,9 +224,7 @@ def _write_export(path, probabilities_fn, trackables, encoder, meta, raw_parts=N
     })
     write_json(os.path.join(path, META_FILE), meta)
     copy_predict_py(path)
-    with open(os.path.join(path, "README.md"), "w", encoding="utf-8") as f:
-        f.write(_readme(meta))
-    return path
+    write_atomic(os.path.join(path, "README.md"), _readme(meta))
 
 
 def copy_predict_py(path):

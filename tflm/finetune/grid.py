@@ -44,6 +44,7 @@ from tflm.finetune import callbacks as cb
 from tflm.finetune import data as data_lib
 from tflm.finetune.classifier import LMSnapshot
 from tflm.finetune.config import FinetuneConfig
+from tflm.atomic import append_line, atomic_path
 from tflm.report import write_json
 from tflm.tasks.splits import finetune_splits, resolve_task
 
@@ -135,8 +136,7 @@ class EventLog:
     def __call__(self, event, **fields):
         rec = {"event": event, **fields, "time": round(time.time(), 3)}
         if self.write:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(rec) + "\n")
+            append_line(self.path, json.dumps(rec))
         if self.verbose:
             extra = " ".join(f"{k}={v}" for k, v in fields.items())
             print(f"[tflm finetune] {event} {extra}", flush=True)
@@ -148,7 +148,8 @@ def read_events(out_dir):
     if not os.path.isfile(path):
         return []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = f.read().split("\n")
+    return [json.loads(line) for line in lines[:-1] if line.strip()]  # the last piece: "" or a partial line
 
 
 # --- one run -------------------------------------------------------------------------
@@ -456,7 +457,8 @@ def finalize(data, config, results, strategy, work_dir, log, t_start):
                                os.path.join(work_dir, selected["run"]))
         # Paths in the report are relative to its folder: it may be shipped.
         report["selected_model"] = SELECTED_MODEL
-        final.save(os.path.join(config.out_dir, SELECTED_MODEL))
+        with atomic_path(os.path.join(config.out_dir, SELECTED_MODEL), suffix=".keras") as tmp:
+            final.save(tmp)
         if config.export_dir is not None:
             from tflm.finetune.export import export_classifier
 

@@ -2,6 +2,7 @@
 
 import os
 
+from tflm.atomic import save_figure, write_atomic
 from tflm.report import write_json
 
 
@@ -56,13 +57,12 @@ def plot_dev_accuracy(report, path):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
 def write_report(report, out_dir):
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "results.md"), "w", encoding="utf-8") as f:
-        f.write(markdown(report))
+    write_atomic(os.path.join(out_dir, "results.md"), markdown(report))
     plot_dev_accuracy(report, os.path.join(out_dir, "dev_accuracy.png"))
     write_json(os.path.join(out_dir, "results.json"), report)

@@ -22,7 +22,8 @@ from tflm.features.extract import default_cache_dir
 from tflm.tasks.splits import load_texts, resolve_task, split_name, subsample
 from tflm.models.load_lm import resolve_lm
 from tflm.probes import logistic_probe
-from tflm.report import fmt, markdown_table, write_atomic, write_json
+from tflm.atomic import write_atomic
+from tflm.report import fmt, markdown_table, write_json
 
 
 def _pca(x_train, k):

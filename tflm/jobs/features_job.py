@@ -1,11 +1,8 @@
 """`tflm features`: write features to an .npz for use outside tflm."""
 
-import json
-import os
-import tempfile
-
 import numpy as np
 
+from tflm.atomic import atomic_path
 from tflm.features import SentenceFeatures
 from tflm.features.extract import default_cache_dir
 from tflm.features.names import check_feature_names
@@ -14,6 +11,7 @@ from tflm.features.task_words import task_word_ids
 from tflm.tasks.splits import load_texts, resolve_task
 from tflm.features.sharding import check_shards
 from tflm.models.load_lm import resolve_lm
+from tflm.report import write_json
 
 
 def write_features(model, task, split, features, out, data_dir=None, prompt=False,
@@ -60,16 +58,7 @@ def write_features(model, task, split, features, out, data_dir=None, prompt=Fals
         "word_variants": {k: [list(x) for x in v] for k, v in variants.items()},
         "extraction": sf.last_stats,
     }
-    d = os.path.dirname(os.path.abspath(out))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".npz")
-    os.close(fd)
-    try:
+    with atomic_path(out, suffix=".npz") as tmp:
         np.savez(tmp, labels=labels, split=splits, **arrays)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    with open(out + ".json", "w") as fh:
-        json.dump(meta, fh, indent=1)
+    write_json(out + ".json", meta)
     return meta

@@ -14,7 +14,8 @@ from tflm.features.word_scores import WordScores
 from tflm.tasks.splits import load_texts, resolve_task, split_name, subsample
 from tflm.models.load_lm import resolve_lm
 from tflm.probes import evaluate_probe, probe_for, random_split_probe
-from tflm.report import fmt, markdown_table, text_table, write_atomic, write_json
+from tflm.atomic import write_atomic
+from tflm.report import fmt, markdown_table, text_table, write_json
 from tflm.tasks import random_splits
 
 ZERO_SHOT = ("zeroshot", "zeroshot_cal")  # plain and calibrated (class scores centred over the texts)

@@ -12,7 +12,8 @@ from tflm.jobs.quad_comparison import QUAD_TASKS, compare_quad_xent, quad_table
 from tflm.jobs.tables_job import sized_table
 from tflm.models import load_lm
 from tflm.models.language_model import DEFAULT_DTYPE
-from tflm.report import bar_chart, fmt, machine_info, markdown_table, text_table, write_atomic, write_json
+from tflm.atomic import write_atomic
+from tflm.report import bar_chart, fmt, machine_info, markdown_table, text_table, write_json
 
 DEFAULT_FEATURES = ("f", "phi_p", "subset", "class", "zeroshot")
 REAL_LM = "smollm2"

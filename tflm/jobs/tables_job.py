@@ -21,7 +21,8 @@ from tflm.jobs.quad_comparison import QUAD_TASKS, compare_quad_xent, quad_table
 from tflm.models.load_lm import resolve_lm
 from tflm.tasks import get_task
 from tflm.tasks.sources import split_path
-from tflm.report import bar_chart, machine_info, markdown_table, text_table, write_atomic, write_json
+from tflm.atomic import write_atomic
+from tflm.report import bar_chart, machine_info, markdown_table, text_table, write_json
 
 TABLE1_TASKS = ("sst2", "sst5", "agnews")
 TABLE1_FEATURES = ("f", "phi_p", "subset", "class", "posneg", "zeroshot", "zeroshot_cal")

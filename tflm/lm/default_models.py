@@ -12,8 +12,8 @@ All on ../shared/data/corpus/imdb_unsup with the GPT-2 BPE.
 
 import json
 import os
-import shutil
 
+from tflm.atomic import copy_atomic
 from tflm.report import write_json
 
 from tflm.lm.pretrain import pretrain
@@ -65,11 +65,7 @@ def train_default_model(name, corpus_dir, work_dir, out_dir, command=None):
     """Train one default model and copy it (float16) to `out_dir/<shipped name>`."""
     card = train_stage(name, corpus_dir, work_dir, command, shipped_dir=out_dir)
     target = os.path.join(out_dir, SHIPPED_NAMES[name])
-    tmp = target + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(os.path.join(work_dir, name, "model"), tmp)
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+    copy_atomic(os.path.join(work_dir, name, "model"), target)
     print(json.dumps({k: v for k, v in card.items() if k != "history"}, indent=1))
     return card
 

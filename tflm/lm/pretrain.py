@@ -444,8 +444,9 @@ def run_training(cfg, run, callbacks=None):
     intervals = math.ceil(cfg.steps / every)
     train_ds = block_dataset(run.train_blocks, cfg.batch_size, seed=cfg.seed, start_step=run.start_interval * every)
     valid_ds, valid_steps = _valid_dataset(cfg, run)
+    # The backup comes last: it commits an interval only after its kept checkpoint
+    # (and the caller's callbacks) are written, so a failed write re-runs the interval.
     fit_callbacks = [
-        AtomicBackupAndRestore(os.path.join(cfg.out_dir, BACKUP_DIR)),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.TensorBoard(os.path.join(cfg.out_dir, "logs")),
         Throughput(cfg.batch_size * cfg.seq_len, "tok/s"),
@@ -454,6 +455,7 @@ def run_training(cfg, run, callbacks=None):
             os.path.join(cfg.out_dir, CHECKPOINT_DIR), lambda: _make_lm(cfg, run), every, run.card, cfg.steps
         ),
         *(callbacks or []),
+        AtomicBackupAndRestore(os.path.join(cfg.out_dir, BACKUP_DIR)),
     ]
     history = run.model.fit(
         train_ds,

@@ -7,6 +7,7 @@ import keras
 import keras_hub
 import numpy as np
 
+from tflm.atomic import atomic_path
 from tflm.models.language_model import LanguageModel
 from tflm.tokenization import Tokenizer
 
@@ -98,8 +99,15 @@ def save_preset_dir(lm, directory, weights_dtype="float32", model_card=None):
     config with its vocabulary assets when available), tflm's exact tokenizer,
     the untied head (config + weights) and a JSON model card.
     `weights_dtype="float16"` halves the size on disk; loading casts back to float32.
+    The folder is written atomically (`tflm.atomic.atomic_path`): it replaces
+    `directory` whole once complete, and a failed write leaves `directory` as it was.
     """
-    os.makedirs(directory, exist_ok=True)
+    with atomic_path(directory, directory=True) as tmp:
+        _write_preset(lm, tmp, weights_dtype, model_card)
+    return directory
+
+
+def _write_preset(lm, directory, weights_dtype, model_card):
     backbone = lm.backbone
     if weights_dtype != backbone.dtype_policy.variable_dtype:
         cfg = backbone.get_config()

@@ -20,9 +20,9 @@ sources that work without a network.
 
 import importlib.util
 import os
-import tempfile
 
 from tflm import network
+from tflm.atomic import atomic_path
 from tflm.models.gguf import find_smollm2_gguf
 
 SMOLLM2_ALIAS = "smollm2"
@@ -113,15 +113,8 @@ def resolve_gemma3(cache_dir=None):
     target = os.path.join(folder, GEMMA3_GGUF_NAME)
     if os.path.isfile(target):
         return target
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=GEMMA3_GGUF_NAME + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(target) as tmp:
         importlib.import_module(GEMMA3_PACKAGE).assemble(output_path=tmp, overwrite=True)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return target
 
 

@@ -9,7 +9,8 @@ import csv
 import gzip
 import json
 import os
-import tempfile
+
+from tflm.atomic import atomic_path
 
 SST2 = "sst2"
 # Texts the task data rarely holds: whitespace runs, newlines, tabs, control-token text, bytes
@@ -45,13 +46,9 @@ def llama_cpp_ids(model_path, texts):
 
 def write_fixture(path, reference, model, entries):
     """Atomically write a gzip'd JSON fixture."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
         f.write(json.dumps({"reference": reference, "model": model, "texts": entries},
                            ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
-    os.replace(tmp, path)
 
 
 def read_fixture(path):
