@@ -203,7 +203,7 @@ def test_two_processes_fill_one_cache_at_once(tmp_path, shards):
             np.testing.assert_array_equal(got[name], ref[name])
     # Every chunk in the shared cache is whole and checks out (key, index, rows, sha256).
     keys = sorted(os.listdir(cache))
-    assert len(keys) == 2  # f and f* (text + prompt)
+    assert len(keys) == 1  # f of text + prompt
     for key in keys:
         chunks = sorted(f for f in os.listdir(os.path.join(cache, key)) if f.startswith("chunk_"))
         assert len(chunks) == 4
