@@ -210,6 +210,7 @@ def test_history_and_best_checkpoint_resume_exactly(tmp_path):
 
 
 # --- the grid -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_grid_selects_by_dev_and_writes_reports(grid_report, toy_task):
     out, report, caught = grid_report
     runs = report["runs"]
@@ -297,6 +298,7 @@ def test_grid_disk_full_then_resumes_and_reports_the_same(grid_report, toy_task,
     assert strip_times(resumed) == strip_times(reference)
 
 
+@pytest.mark.slow
 def test_grid_refuses_other_settings_in_same_folder(grid_report, toy_task):
     out, _, _ = grid_report
     with pytest.raises(ValueError, match="differs in: epochs"):

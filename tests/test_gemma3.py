@@ -245,6 +245,7 @@ def test_gemma3_spec_assembles_once_atomically(tmp_path):
 
 
 # --- the real tokenizer against llama.cpp's ids (recorded by scripts/record_gemma3_tokens.py) ---
+@pytest.mark.slow
 @needs_gemma3
 def test_gemma3_tokenizer_equals_llama_cpp_on_every_recorded_text():
     from gguf import GGUFReader

@@ -173,6 +173,7 @@ def test_smollm2_model_facts(smollm2):
     assert smollm2.max_sequence_length == 8192
 
 
+@pytest.mark.slow
 @needs_smollm2
 def test_smollm2_perplexity_and_greedy(smollm2):
     tok = smollm2.tokenizer

@@ -141,6 +141,7 @@ def test_accuracy_vs_loss_rejects_mixed_architectures(tmp_path, data_dir, capsys
     assert "differ" in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_reproduce_finetune_column(tmp_path, data_dir, f_probe_accuracy):
     res = reproduce(model="tiny-gpt2", tasks=["sst2"], data_dir=data_dir, out_dir=str(tmp_path),
                     features=["f"], contexts=300, pca_dims=4, finetune=True,

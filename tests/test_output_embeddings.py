@@ -57,6 +57,7 @@ class _Keep(keras.callbacks.Callback):
         self.trained = self.model
 
 
+@pytest.mark.slow
 def test_pretrain_init_untied_llama_trains_and_saves_the_reverse_embedding(tmp_path):
     """`tflm pretrain --init <untied Llama>`: the loss reads the output matrix, and the checkpoint keeps it."""
     corpus = tmp_path / "corpus.txt"

@@ -62,6 +62,7 @@ def test_fixed_phi_quad_run_any_steps_whitened_and_saved(corpus, tmp_path):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(lm.features(ids, mask)), trained, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cli_pretrain_steps_below_checkpoint_every(corpus, tmp_path, capsys):
     out = tmp_path / "run"
     rc = cli.main(["pretrain", "--objective", "xent", "--corpus", corpus, "--out", str(out), "--config", "tiny",

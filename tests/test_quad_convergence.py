@@ -113,6 +113,7 @@ def test_whitened_head_config_and_features():
         UntiedHead(V, D, trainable_phi=True, whiten=True)
 
 
+@pytest.mark.slow
 def test_whitened_training_is_invariant_to_the_scale_of_phi():
     """(f, Phi) -> (s f, Phi / s) leaves Quad's loss unchanged; whitened training does not even see s."""
     phi, x, y, weights, _ = synthetic_problem()

@@ -58,6 +58,7 @@ def test_sharding_needs_a_cache_and_cli_reports_bad_shards(tmp_path, capsys):
     assert rc == 2 and "shard_index must be an integer in [0, 1]" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_mirrored_two_logical_cpus_equals_single_device():
     code = textwrap.dedent(f"""
         import json

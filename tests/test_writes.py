@@ -104,6 +104,7 @@ def test_cache_chunk_disk_full_then_resume(tmp_path, monkeypatch):
     assert 0 < sf.last_stats["computed_tokens"] < full_tokens  # chunk 0 came from the cache
 
 
+@pytest.mark.slow
 def test_cli_features_hits_a_file_size_limit_then_resumes(tmp_path):
     """The kernel refuses the write mid-file (EFBIG): the CLI names the chunk, a rerun finishes it."""
     cache, out = str(tmp_path / "cache"), str(tmp_path / "f.npz")
