@@ -184,6 +184,16 @@ def cmd_probe(args):
 
 
 def cmd_analyze(args):
+    if args.across_lms:
+        from tflm.jobs.across_lms import across_lms
+
+        if not args.valid:
+            raise ValueError("--across-lms needs --valid FILE (held-out text, one document per line)")
+        across_lms(args.across_lms, args.valid, args.out, tasks=args.task.split(","), data_dir=args.data,
+                   max_train=args.max_train, max_test=args.max_test, n_docs=args.held_out_docs, seed=args.seed,
+                   dtype=args.dtype, command="tflm " + " ".join(args.argv))
+        print(f"wrote {os.path.join(args.out, 'across_lms.md')}")
+        return
     from tflm.jobs.analyze_job import analyze
 
     pair = None
@@ -340,6 +350,11 @@ def build_parser():
     s.add_argument("--data", help="data folder (default: shipped data)")
     s.add_argument("--checkpoints", type=_csv(str),
                    help="checkpoint dirs of one run (or a checkpoints/ folder) for accuracy vs loss")
+    s.add_argument("--across-lms", type=_csv(str), metavar="SPEC,SPEC,...",
+                   help="compare these LMs: bits per byte on --valid vs f / phi_p probe accuracy on --task "
+                        "(comma-separated tasks)")
+    s.add_argument("--max-test", type=int, help="--across-lms: subsample each test set (seeded) to this size")
+    s.add_argument("--held-out-docs", type=int, default=200, help="--across-lms: documents of --valid scored")
     s.add_argument("--contexts", type=int, default=8000, help="contexts (token prefixes) for the log Z fit")
     s.add_argument("--pca-dims", type=int, default=32, help="fit log Z on the top-k PCs of f (0: all d dims)")
     s.add_argument("--max-train", type=int, default=2000, help="training sentences for probes (seeded subsample)")
