@@ -41,6 +41,21 @@ def test_bits_per_byte_is_the_total_log_loss_over_utf8_bytes(spec):
     assert 0.5 * math.log(lm.vocabulary_size) < res["nats_per_token"] < 2 * math.log(lm.vocabulary_size)
 
 
+def test_bits_per_byte_bounds_the_logits_per_batch(monkeypatch):
+    from tflm.analysis import bits_per_byte as module
+
+    lm = load_lm("tiny-gpt2")
+    seen = []
+    real = module.bucket_batches
+    monkeypatch.setattr(module, "bucket_batches", lambda lengths, max_tokens, *a: seen.append(max_tokens) or real(
+        lengths, max_tokens, *a))
+    monkeypatch.setattr(module, "LOGIT_ELEMENTS", 8 * lm.vocabulary_size)  # 8 tokens of logits per batch
+    res = bits_per_byte(lm, DOCS)
+    longest = max(len(lm.tokenizer.encode(t)) + 1 for t in DOCS)
+    assert seen == [longest] and longest > 8  # not the model's context length (128 here, 32,768 for Gemma 3)
+    np.testing.assert_allclose(res["bits_per_byte"], bits_per_byte(lm, DOCS[:1] + DOCS[1:])["bits_per_byte"])
+
+
 def test_bits_per_byte_refuses_too_long_and_empty_texts():
     lm = load_lm("tiny-gpt2")
     with pytest.raises(ValueError, match="held-out text 1 has .* tokens .* context of 128"):
@@ -72,6 +87,12 @@ def test_across_lms_cli_writes_table_plot_and_json(tmp_path):
     (header, rows), = markdown_tables(open(out / "across_lms.md").read())
     assert header[:4] == ["model", "parameters", "V", "bits / byte"] and len(rows) == 2
     assert "not a trend" in open(out / "across_lms.md").read()
+    # A rerun with the same settings reuses each model's finished row.
+    logs = []
+    from tflm.jobs.across_lms import across_lms
+    again = across_lms(["tiny-gpt2", "tiny-llama"], str(valid), str(out), tasks=[data], n_docs=4, dtype="float32",
+                       log=logs.append)
+    assert all("done earlier" in line for line in logs) and again["models"] == res["models"]
     img = read_png(out / "accuracy_vs_bits_per_byte.png", (840, 540))
     assert colour_pixels(img, "C0") > 20  # the task's markers
 

@@ -46,7 +46,8 @@ def bits_per_byte(lm, texts):
                              f"{lm.name}'s context of {lm.max_sequence_length}")
         if len(x) < len(start) + 1:
             raise ValueError(f"held-out text {i} is empty")
-    max_tokens = max(lm.max_sequence_length, LOGIT_ELEMENTS // lm.vocabulary_size)
+    # Tokens per batch: the logits (tokens x V) stay near LOGIT_ELEMENTS; a longer text runs alone.
+    max_tokens = max(max(len(x) for x in ids), LOGIT_ELEMENTS // lm.vocabulary_size)
 
     @tf.function(reduce_retracing=True)
     def token_nll(tok, mask):

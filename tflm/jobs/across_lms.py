@@ -13,6 +13,7 @@ import os
 import time
 
 from tflm.analysis.bits_per_byte import bits_per_byte
+from tflm.callbacks import read_json
 from tflm.atomic import save_figure, write_atomic
 from tflm.features import SentenceFeatures
 from tflm.models.load_lm import resolve_lm
@@ -53,7 +54,15 @@ def across_lms(models, valid, out_dir, tasks=("sst2",), data_dir=None, max_train
         te, y_te, _ = load_texts(task, "test", data_dir)
         splits[task.name] = (subsample(tr, y_tr, max_train, seed), subsample(te, y_te, max_test, seed))
     rows = []
+    settings = {"valid": os.path.abspath(valid), "n_docs": len(docs), "tasks": [t.name for t in tasks],
+                "max_train": max_train, "max_test": max_test, "seed": seed, "dtype": dtype}
     for spec in models:
+        done_path = os.path.join(out_dir, "models", "".join(c if c.isalnum() or c in "-_." else "_" for c in spec) + ".json")
+        done = read_json(done_path)
+        if done is not None and done.get("settings") == settings:
+            log(f"{spec}: done earlier ({done_path})")
+            rows.append(done["row"])
+            continue
         t0 = time.time()
         lm = resolve_lm(spec, dtype)
         row = {"model": spec, "name": lm.name, "parameters": lm.num_parameters, "d": lm.hidden_dim,
@@ -70,6 +79,7 @@ def across_lms(models, valid, out_dir, tasks=("sst2",), data_dir=None, max_train
                 row["accuracy"][task.name][name] = acc
                 log(f"  {task.name} {name}: {100 * acc:.1f}%")
         row["seconds"] = round(time.time() - t0, 1)
+        write_json(done_path, {"settings": settings, "row": row})  # a rerun resumes after this model
         rows.append(row)
     result = {"command": command, "valid": os.path.basename(valid), "n_docs": len(docs), "dtype": dtype,
               "tasks": {t.name: {"train": len(splits[t.name][0][0]), "test": len(splits[t.name][1][0])} for t in tasks},
