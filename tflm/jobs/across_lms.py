@@ -23,7 +23,8 @@ from tflm.tasks.splits import load_texts, resolve_task, subsample
 
 FEATURES = ("f", "phi_p")
 CAVEAT = ("Each point is one model: they differ in size, training data, tokenizer and objective, so this "
-          "shows where each lands, not that the loss alone moves the accuracy; a handful of models is not a trend.")
+          "shows where each lands, not that the loss alone moves the accuracy; a handful of models is not a trend. "
+          "A Quad model's bits per byte are those of the softmax of its logits, which its objective does not train.")
 
 
 def held_out_texts(path, n_docs, max_chars=800):
@@ -106,7 +107,12 @@ def markdown(result):
         f"![accuracy vs bits per byte]({os.path.basename(result['plot'])})", "",
         result["caveat"], "",
         *([f"Command: `{result['command']}`", ""] if result.get("command") else []),
-        f"Machine: {result['machine']}.", ""])
+        f"Machine: {machine_line(result['machine'])}.", ""])
+
+
+def machine_line(mi):
+    return (f"{mi['platform']}, {mi['cpus']} CPUs, GPUs: {', '.join(mi['gpus']) or 'none'}, Python {mi['python']}, "
+            f"TensorFlow {mi['tensorflow']}")
 
 
 def plot_accuracy_vs_bits(rows, tasks, path):
