@@ -59,6 +59,18 @@ def test_failed_folder_write_keeps_the_old_folder(tmp_path, monkeypatch):
     assert partial_files(tmp_path) == []
 
 
+def test_atomic_files_and_folders_get_the_usual_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "a.json", "{}")
+        with atomic_path(tmp_path / "export", directory=True) as tmp:
+            open(os.path.join(tmp, "x"), "w").write("x")
+    finally:
+        os.umask(mask)
+    assert oct(os.stat(tmp_path / "a.json").st_mode & 0o777) == oct(0o644)
+    assert oct(os.stat(tmp_path / "export").st_mode & 0o777) == oct(0o755)
+
+
 def test_an_exception_in_the_writer_leaves_nothing(tmp_path):
     with pytest.raises(KeyError):
         with atomic_path(tmp_path / "x.npz", suffix=".npz") as tmp:

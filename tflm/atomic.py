@@ -43,6 +43,13 @@ def _remove(tmp):
         os.remove(tmp)
 
 
+def _umask_mode(is_dir):
+    """The mode `open` / `os.makedirs` would give a new file / folder under the process umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if is_dir else 0o666) & ~mask
+
+
 def _fsync(path):
     """Flush a written file (or every file of a written folder) to disk; errors surface here, not later."""
     paths = [path] if not os.path.isdir(path) else [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs]
@@ -100,6 +107,7 @@ def commit(tmp, path):
     folder = os.path.dirname(os.path.abspath(path))
     try:
         _fsync(tmp)
+        os.chmod(tmp, _umask_mode(os.path.isdir(tmp)))  # mkstemp / mkdtemp make 0600 / 0700
         if os.path.isdir(tmp) and os.path.isdir(path):
             old = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".old-", dir=folder)
             os.replace(path, os.path.join(old, "x"))
