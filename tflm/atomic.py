@@ -69,8 +69,8 @@ def atomic_path(path, suffix="", directory=False):
         path: the final file or folder.
         suffix: the end of the temporary name (some writers need one, e.g.
             Keras' ``.weights.h5`` or NumPy's ``.npz``).
-        directory: yield an empty temporary folder and replace the folder
-            `path` (removed first when it exists) with it.
+        directory: yield an empty temporary folder, which replaces the
+            folder `path` whole (an existing one is moved aside, then removed).
 
     Raises:
         WriteError: the block (or the flush) failed with an `OSError`; the

@@ -25,6 +25,12 @@ def write_json(path, obj):
     write_atomic(path, json.dumps(_jsonable(obj), indent=1) + "\n")
 
 
+def machine_line(mi):
+    """One line describing the machine of a `machine_info()` dict (for the Machine section of a report)."""
+    return (f"{mi['platform']}, {mi['cpus']} CPUs, GPUs: {mi['gpus'] or 'none'}, Python {mi['python']}, "
+            f"TensorFlow {mi['tensorflow']}")
+
+
 def fmt(v, pct=True):
     if v is None:
         return "n/a"

@@ -65,7 +65,7 @@ import keras
 import numpy as np
 
 from tflm.finetune import predict as predict_module
-from tflm.atomic import atomic_path, write_atomic
+from tflm.atomic import atomic_path
 from tflm.report import write_json
 from tflm.tokenization import text_encoding
 from tflm.tokenization.text_encoder import TextEncoder
@@ -224,7 +224,8 @@ def _write_export_files(path, archive, encoder, meta):
     })
     write_json(os.path.join(path, META_FILE), meta)
     copy_predict_py(path)
-    write_atomic(os.path.join(path, "README.md"), _readme(meta))
+    with open(os.path.join(path, "README.md"), "w", encoding="utf-8") as f:  # inside the atomic folder
+        f.write(_readme(meta))
 
 
 def copy_predict_py(path):

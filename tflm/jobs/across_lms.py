@@ -18,7 +18,7 @@ from tflm.atomic import save_figure, write_atomic
 from tflm.features import SentenceFeatures
 from tflm.models.load_lm import resolve_lm
 from tflm.probes import logistic_probe
-from tflm.report import fmt, machine_info, markdown_table, write_json
+from tflm.report import fmt, machine_info, machine_line, markdown_table, write_json
 from tflm.tasks.splits import load_texts, resolve_task, subsample
 
 FEATURES = ("f", "phi_p")
@@ -109,10 +109,6 @@ def markdown(result):
         *([f"Command: `{result['command']}`", ""] if result.get("command") else []),
         f"Machine: {machine_line(result['machine'])}.", ""])
 
-
-def machine_line(mi):
-    return (f"{mi['platform']}, {mi['cpus']} CPUs, GPUs: {', '.join(mi['gpus']) or 'none'}, Python {mi['python']}, "
-            f"TensorFlow {mi['tensorflow']}")
 
 
 def plot_accuracy_vs_bits(rows, tasks, path):

@@ -13,7 +13,7 @@ from tflm.jobs.tables_job import sized_table
 from tflm.models import load_lm
 from tflm.models.language_model import DEFAULT_DTYPE
 from tflm.atomic import write_atomic
-from tflm.report import bar_chart, fmt, machine_info, markdown_table, text_table, write_json
+from tflm.report import bar_chart, fmt, machine_info, machine_line, markdown_table, text_table, write_json
 
 DEFAULT_FEATURES = ("f", "phi_p", "subset", "class", "zeroshot")
 REAL_LM = "smollm2"
@@ -186,8 +186,7 @@ def render_report(result, out_dir):
     lines.append(f"- tasks: {', '.join(result['tasks'])}")
     mi = result["machine"]
     lines += ["", "## Machine", "",
-              f"{mi['platform']}, {mi['cpus']} CPUs, GPUs: {mi['gpus'] or 'none'}, Python {mi['python']}, "
-              f"TensorFlow {mi['tensorflow']}. Total wall time {result['wall_time_s']}s.", ""]
+              f"{machine_line(mi)}. Total wall time {result['wall_time_s']}s.", ""]
     return "\n".join(lines)
 
 

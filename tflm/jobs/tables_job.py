@@ -22,7 +22,7 @@ from tflm.models.load_lm import resolve_lm
 from tflm.tasks import get_task
 from tflm.tasks.sources import split_path
 from tflm.atomic import write_atomic
-from tflm.report import bar_chart, machine_info, markdown_table, text_table, write_json
+from tflm.report import bar_chart, machine_info, machine_line, markdown_table, text_table, write_json
 
 TABLE1_TASKS = ("sst2", "sst5", "agnews")
 TABLE1_FEATURES = ("f", "phi_p", "subset", "class", "posneg", "zeroshot", "zeroshot_cal")
@@ -189,6 +189,5 @@ def render_tables_report(result, out_dir):
         lines += [f"**Table {t}**: {len(table['pattern']) - fails} checks hold, {fails} fail.", ""]
         lines += [f"- {n}" for n in table["pattern"]] + [""]
     mi = result["machine"]
-    lines += ["## Machine", "", f"{mi['platform']}, {mi['cpus']} CPUs, GPUs: {mi['gpus'] or 'none'}, "
-              f"Python {mi['python']}, TensorFlow {mi['tensorflow']}.", ""]
+    lines += ["## Machine", "", f"{machine_line(mi)}.", ""]
     return "\n".join(lines)
