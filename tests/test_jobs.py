@@ -106,10 +106,37 @@ def test_reproduce_writes_report(tmp_path, data_dir, f_probe_accuracy):
     (header, table), = markdown_tables(sections["Table 1 shape: tiny-gpt2"])
     assert header == ["task", "f", "phi_p", "subset", "class", "zeroshot", "majority"]
     assert [r[0] for r in table] == ["sst2", "sst2*"] and table[0][1] == fmt(f_probe_accuracy)
-    # grouped bars, 2 rows x 5 features: (1.2 * 2 * 5 / 2 + 2) x 4 inches at 100 dpi; f's bars in C0
-    assert colour_pixels(read_png(os.path.join(out, "table1.png"), (800, 400)), "C0") > 1000
+    # grouped bars, 2 models x 2 rows x 5 features: (1.2 * 4 * 5 / 2 + 2) x 4 inches at 100 dpi; f's bars in C0
+    assert colour_pixels(read_png(os.path.join(out, "table1.png"), (1400, 400)), "C0") > 1000
     img = read_png(os.path.join(out, "log_partition.png"), (720, 720))  # 100 held-out contexts, two fits
     assert colour_pixels(img, "C0") > 300 and colour_pixels(img, "C1") > 300
+
+
+def test_main_job_leads_with_the_real_lms(tmp_path, data_dir, monkeypatch):
+    """`tflm reproduce` on the shipped models: the real LMs' rows open the report and table1.png, the small
+    models follow in their own section, and a task without data is named once instead of printing "no data".
+    tiny-llama and tiny-gpt2 stand in for SmolLM2 and Gemma 3."""
+    out = str(tmp_path / "main")
+    assert main(["reproduce", "--data", data_dir, "--max-train", "40", "--real-lms", "tiny-llama,tiny-gpt2",
+                 "--real-lm-max-train", "16", "--real-lm-max-test", "8", "--out", out]) == 0
+    report = open(os.path.join(out, "REPORT.md"), encoding="utf-8").read()
+    headings = [line for line in report.splitlines() if line.startswith("## ")]
+    assert headings[:2] == ["## Real pretrained language models on sst2", "## The shipped small models"]
+    sections = markdown_sections(report)
+    (header, table), = markdown_tables(sections["Real pretrained language models on sst2"])
+    assert header[:3] == ["model", "task", "f"] and header[-1] == "train / test"
+    assert [r[:2] for r in table] == [["tiny-llama", "sst2"], ["tiny-llama", "sst2*"], ["tiny-gpt2", "sst2"],
+                                      ["tiny-gpt2", "sst2*"]]
+    assert {r[-1] for r in table} == {"16 / 8"}
+    assert "no data" not in report and report.count("Omitted sst5, mpqa: their data does not ship") == 1
+    (qh, qrows), = markdown_tables(sections["Quad vs cross-entropy"])
+    assert qh[-2:] == ["sst2 f", "cr f"] and len(qrows) == 2
+    res = json.load(open(os.path.join(out, "results.json")))
+    assert [e["spec"] for e in res["real_lms"]] == ["tiny-llama", "tiny-gpt2"]
+    assert res["quad"]["omitted"].keys() == {"sst5", "mpqa"}
+    # two panels: real LMs (4 groups x 7 features: 18.8 x 4 inches) over the small models (4 x 5, 0.7 x 4 inches)
+    img = read_png(os.path.join(out, "table1.png"), (1880, 680))
+    assert colour_pixels(img[:400], "C0") > 500 and colour_pixels(img[400:], "C0") > 300
 
 
 def test_analyze_cli(tmp_path, data_dir, f_probe_accuracy):

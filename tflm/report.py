@@ -68,28 +68,49 @@ def machine_info():
 
 def bar_chart(path, groups, series, values, title, ylabel="test accuracy (%)", chance=None):
     """Grouped bars: `values[s][g]` for series s over groups g (None = missing)."""
+    return bar_panels(path, [{"title": title, "groups": groups, "series": series, "values": values,
+                              "chance": chance}], ylabel)
+
+
+def bar_panels(path, panels, ylabel="test accuracy (%)"):
+    """Grouped bar charts stacked top to bottom in one PNG.
+
+    Each panel: {"title", "groups", "series", "values": {series: [value per group or None]}, optional
+    "chance" (a dashed majority-class line) and "height" (relative, default 1)}.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(max(6, 1.2 * len(groups) * max(1, len(series)) / 2 + 2), 4))
-    ax = fig.add_subplot(111)
-    width = 0.8 / max(1, len(series))
-    x = np.arange(len(groups))
-    for i, s in enumerate(series):
-        vals = [np.nan if values[s][g] is None else 100 * values[s][g] for g in range(len(groups))]
-        bars = ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=s)
-        for b, v in zip(bars, vals):
-            if np.isfinite(v):
-                ax.text(b.get_x() + b.get_width() / 2, v + 0.5, f"{v:.0f}", ha="center", fontsize=7)
-    if chance is not None:
-        ax.axhline(100 * chance, color="gray", ls="--", lw=1, label="majority class")
-    ax.set_xticks(x)
-    ax.set_xticklabels(groups)
-    ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 125)
-    ax.set_title(title)
-    ax.legend(fontsize=8, ncol=min(6, len(series) + 1), loc="upper center")
+    def width_of(p):
+        return max(6, 1.2 * len(p["groups"]) * max(1, len(p["series"])) / 2 + 2)
+
+    heights = [p.get("height", 1.0) for p in panels]
+    colours = {}  # one colour per series name across all panels
+    for p in panels:
+        for s in p["series"]:
+            colours.setdefault(s, f"C{len(colours) % 10}")
+    fig = Figure(figsize=(max(width_of(p) for p in panels), 4 * sum(heights)))
+    grid = fig.add_gridspec(len(panels), 1, height_ratios=heights)
+    for k, p in enumerate(panels):
+        ax = fig.add_subplot(grid[k])
+        series, groups = p["series"], p["groups"]
+        width = 0.8 / max(1, len(series))
+        x = np.arange(len(groups))
+        for i, s in enumerate(series):
+            vals = [np.nan if p["values"][s][g] is None else 100 * p["values"][s][g] for g in range(len(groups))]
+            bars = ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=s, color=colours[s])
+            for b, v in zip(bars, vals):
+                if np.isfinite(v):
+                    ax.text(b.get_x() + b.get_width() / 2, v + 0.5, f"{v:.0f}", ha="center", fontsize=7)
+        if p.get("chance") is not None:
+            ax.axhline(100 * p["chance"], color="gray", ls="--", lw=1, label="majority class")
+        ax.set_xticks(x)
+        ax.set_xticklabels(groups, fontsize=9 if p.get("height", 1.0) >= 1 else 8)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(0, 125)
+        ax.set_title(p["title"], fontsize=12 if p.get("height", 1.0) >= 1 else 10)
+        ax.legend(fontsize=8 if p.get("height", 1.0) >= 1 else 7, ncol=min(8, len(series) + 1), loc="upper center")
     fig.tight_layout()
     return save_figure(fig, path, dpi=fig.dpi)

@@ -155,9 +155,11 @@ def probe_task(lm, task, features, prompt, data_dir=None, word_mode="logits", ma
     return rows
 
 
-def results_table(rows):
-    """(header, rows) in the paper's shape: one row per task / task*, one column per feature."""
-    features = [n for n in TABLE_ORDER if any(r["feature"] == n for r in rows)]
+def results_table(rows, features=None):
+    """(header, rows) in the paper's shape: one row per task / task*, one column per feature.
+
+    `features`: the columns (default: those of TABLE_ORDER present in `rows`)."""
+    features = features or [n for n in TABLE_ORDER if any(r["feature"] == n for r in rows)]
     names = []
     for r in rows:
         if r["row"] not in names:

