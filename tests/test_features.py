@@ -9,7 +9,7 @@ import pytest
 
 import tflm
 from tflm.features import CacheError, FeatureExtractor, SentenceFeatures
-from tflm.features.batching import bucket_batches, padding_ratio
+from tflm.features.batching import bucket_batches, padding_ratio, shuffled_length_batches
 from tflm.tasks import get_task
 from tflm.tokenization import word_token_ids
 from tflm.tokenization.text_encoder import encode_texts
@@ -150,6 +150,37 @@ def test_bucketing_reduces_padding_and_respects_budgets():
     assert padding_ratio(lengths, batches) < padding_ratio(lengths, unsorted)
 
 
+def _padded_fraction(lengths, batches, multiple=8):
+    """The fine-tuning pipeline's padding: each batch padded to its longest, rounded up to `multiple`."""
+    computed = sum(len(b) * -(-int(lengths[b].max()) // multiple) * multiple for b in batches)
+    return 1 - sum(int(lengths[b].sum()) for b in batches) / computed
+
+
+def test_shuffled_length_batches_seeded_complete_and_less_padded():
+    """Training batches: a function of (seed, epoch) only, every kept example once, the remainder dropped,
+    window 0 = the plain permutation's batches; length-sorting within windows cuts padding on SST-2."""
+    from tflm.tasks.splits import load_texts
+
+    texts, _, _ = load_texts("sst2", "train")  # ships with tflm
+    lengths = np.asarray([len(x) for x in tflm.load_lm("tiny-gpt2").tokenizer.encode_batch(texts)])
+    n, bs = len(lengths), 16
+    plan = shuffled_length_batches(lengths, bs, seed=3, epoch=1)
+    assert all(len(b) == bs for b in plan) and len(plan) == n // bs
+    flat = np.concatenate(plan)
+    assert len(set(flat.tolist())) == len(flat) == n // bs * bs
+    again = shuffled_length_batches(lengths, bs, seed=3, epoch=1)
+    assert all(np.array_equal(a, b) for a, b in zip(plan, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(plan, shuffled_length_batches(lengths, bs, 3, 2)))
+    perm = np.random.RandomState([3, 1]).permutation(n)
+    plain = shuffled_length_batches(lengths, bs, 3, 1, window=0)
+    assert all(np.array_equal(b, perm[i * bs:(i + 1) * bs]) for i, b in enumerate(plain))
+    assert set(np.concatenate(plain).tolist()) == set(flat.tolist())  # the same examples kept
+    one = shuffled_length_batches(lengths, bs, 3, 1, window=1)  # window 1: the plain batches, reordered
+    assert sorted(tuple(sorted(b)) for b in one) == sorted(tuple(sorted(b)) for b in plain)
+    random_pad, sorted_pad = _padded_fraction(lengths, plain), _padded_fraction(lengths, plan)
+    assert random_pad > 0.3 and sorted_pad < random_pad / 3, (random_pad, sorted_pad)
+
+
 def test_bad_inputs():
     lm = tflm.load_lm("tiny-gpt2")
     sf = SentenceFeatures(lm, progress=False)
@@ -196,3 +227,21 @@ def test_cache_hits_invalidates_detects_corruption_and_resumes(tmp_path, monkeyp
     f3 = resumed.f(SENTENCES, prompt=" This movie is ", identity={"task": "t"})
     assert 0 < resumed.last_stats["computed_tokens"] < sum(len(x) for x in encode_texts(lm.tokenizer, SENTENCES, " This movie is ")[0])
     np.testing.assert_allclose(f3, f1, atol=1e-6)
+
+
+def test_extractors_of_one_lm_share_one_traced_forward_pass():
+    """A second extractor on the same LM reuses the first one's traced graph (no second ~5 s first call)
+    and gives the same f; another LM, or a strategy, gets its own."""
+    import tensorflow as tf
+
+    lm, other = tflm.load_lm("tiny-gpt2"), tflm.load_lm("tiny-gpt2")
+    a, b = SentenceFeatures(lm, progress=False), SentenceFeatures(lm, progress=False, packing=False)
+    assert a.forward is b.forward
+    assert SentenceFeatures(other, progress=False).forward is not a.forward
+    assert SentenceFeatures(lm, progress=False, strategy=tf.distribute.get_strategy()).forward is not a.forward
+    texts = ["a fine film", "dull", "the plot is thin but the cast is great"]
+    fa = a.f(texts)
+    traces = a.forward._step.experimental_get_tracing_count() + a.forward._packed_step.experimental_get_tracing_count()
+    np.testing.assert_allclose(b.f(texts), fa, rtol=1e-5, atol=1e-6)
+    assert a.forward._step.experimental_get_tracing_count() + \
+        a.forward._packed_step.experimental_get_tracing_count() <= traces + 1  # b runs unpacked: at most its one trace

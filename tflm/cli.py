@@ -142,7 +142,7 @@ def cmd_finetune(args):
         out_dir=args.out, seed=args.seed, early_stop=args.early_stop, max_train=args.max_train,
         max_eval=args.max_eval, splits=args.splits, dropout=args.dropout, max_length=args.max_length,
         strip_prompt_space=args.strip_prompt_space, export_dir=args.export, export_raw_text=args.export_raw_text,
-        dtype=args.dtype,
+        dtype=args.dtype, **({} if args.bucket_window is None else {"bucket_window": args.bucket_window}),
     )
     report = finetune(args.model, config, strategy=args.strategy)
     sel = report["selected"]
@@ -425,6 +425,9 @@ def build_parser():
                    help="paper: SST test halves as dev/test, AG News train 90/10; files: the task's files")
     s.add_argument("--dropout", type=float, default=0.1, help="dropout before the linear head (default 0.1)")
     s.add_argument("--max-length", type=int, help="token limit of text + prompt (default: the model's context)")
+    s.add_argument("--bucket-window", type=int, default=None,
+                   help="training batches are length-sorted within windows of this many batches of each epoch's "
+                   "seeded permutation, then shuffled (default 50; 0: unsorted random batches)")
     s.add_argument("--strip-prompt-space", action="store_true", help="drop the prompt's trailing space")
     s.add_argument("--seed", type=int, default=0)
     _add_dtype(s, training=True)

@@ -26,6 +26,33 @@ def bucket_batches(lengths, max_tokens=8192, max_attention=4_000_000, pad_to_mul
     return batches
 
 
+def shuffled_length_batches(lengths, batch_size, seed, epoch, window=50):
+    """Training batches of one epoch, of similar length, depending only on (seed, epoch, lengths).
+
+    A (seed, epoch)-seeded permutation of the examples drops its last ``n % batch_size``
+    (another set every epoch), is cut into windows of `window` batches, each window is sorted
+    by length (stable) and cut into batches, and the batches are shuffled by the same generator.
+    So every batch draws from a random window of the epoch (SGD's randomness kept) while padding
+    falls to that of similar lengths. ``window=1`` keeps the random batches of the permutation
+    (in a shuffled order); 0 or None: the permutation's batches in order, unsorted.
+    Returns a list of index arrays of `batch_size` each.
+    """
+    lengths = np.asarray(lengths)
+    rng = np.random.RandomState([int(seed) & 0x7FFFFFFF, int(epoch)])
+    perm = rng.permutation(len(lengths))
+    steps = len(lengths) // batch_size
+    perm = perm[: steps * batch_size]
+    if not window:
+        return [perm[i * batch_size:(i + 1) * batch_size] for i in range(steps)]
+    span = int(window) * batch_size
+    batches = []
+    for start in range(0, len(perm), span):
+        chunk = perm[start:start + span]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def padding_ratio(lengths, batches):
     """Padded tokens / real tokens for a batching."""
     real = float(np.sum(lengths))

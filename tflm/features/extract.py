@@ -75,7 +75,7 @@ class SentenceFeatures:
         self.packing = bool(packing) and supports_packing(lm.backbone)
         self.pack_length = int(pack_length)
         self.last_stats = {}
-        self.forward = ForwardPass(self.extractor, strategy=strategy)
+        self.forward = ForwardPass.shared(lm, self.extractor, strategy)
         self._derived = {}
         self._pending = {}  # cache key -> f(text + prompt) from f_pair, until f asks for it
 

@@ -4,6 +4,8 @@ import dataclasses
 import math
 import numbers
 
+from tflm.finetune.data import BUCKET_WINDOW
+
 DEFAULT_LRS = (5e-5, 1e-4, 3e-4)
 DEFAULT_BATCH_SIZES = {"sst2": (8, 16, 32), "sst5": (8, 16, 32), "agnews": (8, 12, 16)}
 FALLBACK_BATCH_SIZES = (8, 16, 32)
@@ -70,6 +72,9 @@ class FinetuneConfig:
         strip_prompt_space: drop the prompt's trailing space.
         pad_to_multiple: batches are padded to their longest example rounded
             up to this multiple (fewer distinct shapes to trace).
+        bucket_window: training batches are length-sorted within windows of this
+            many batches of each epoch's (seed, epoch) permutation, then shuffled
+            (`tflm.features.batching.shuffled_length_batches`); 0: unsorted.
         jit_compile: XLA (recompiles for every new padded length; off by default).
         export_dir: also export the selected model as a SavedModel there.
         export_raw_text: add the optional raw-string endpoint to the export
@@ -96,6 +101,7 @@ class FinetuneConfig:
     max_length: int | None = None
     strip_prompt_space: bool = False
     pad_to_multiple: int = 8
+    bucket_window: int = BUCKET_WINDOW
     jit_compile: bool = False
     export_dir: str | None = None
     export_raw_text: bool = False
@@ -114,6 +120,9 @@ class FinetuneConfig:
                 raise ValueError(f"{name} must be a positive integer, got None")
         for name in ("early_stop", "max_train", "max_eval", "max_length"):
             _optional_positive_int(name, getattr(self, name))
+        if isinstance(self.bucket_window, bool) or not isinstance(self.bucket_window, numbers.Integral) \
+                or self.bucket_window < 0:
+            raise ValueError(f"bucket_window must be an integer >= 0, got {self.bucket_window!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         if self.splits not in SPLIT_PROTOCOLS:

@@ -30,6 +30,7 @@ import dataclasses
 
 import numpy as np
 
+from tflm.features.batching import shuffled_length_batches
 from tflm.tokenization.text_encoder import TextEncoder
 
 
@@ -56,11 +57,15 @@ def encode_split(tokenizer, texts, labels, prompt=None, max_length=1024, strip_p
 
 
 # --- batch plans (global batches as index arrays; -1 marks a padding row) -----------
-def train_plan(n, global_batch, seed, epoch):
-    """Global batches of epoch `epoch`: a (seed, epoch)-seeded permutation, remainder dropped."""
-    perm = np.random.RandomState([int(seed) & 0x7FFFFFFF, int(epoch)]).permutation(n)
-    steps = n // global_batch
-    return [perm[i * global_batch : (i + 1) * global_batch] for i in range(steps)]
+BUCKET_WINDOW = 50  # batches per length-sorted window of a training epoch (see shuffled_length_batches)
+
+
+def train_plan(lengths, global_batch, seed, epoch, bucket_window=BUCKET_WINDOW):
+    """Global batches of epoch `epoch`, seeded by (seed, epoch), remainder dropped.
+
+    Length-bucketed within windows of `bucket_window` batches (`shuffled_length_batches`);
+    0 gives the unsorted batches of the permutation (tflm before 2026-12-07)."""
+    return shuffled_length_batches(lengths, global_batch, seed, epoch, bucket_window)
 
 
 def eval_plan(lengths, global_batch):

@@ -170,7 +170,7 @@ def _history_columns(entries):
 def train_run(
     snapshot, num_classes, enc, lr, batch_size, epochs, strategy, run_dir, seed=0,
     early_stop=None, dropout=0.1, pad_to_multiple=8, jit_compile=False, verbose="auto",
-    callbacks=None, log=None,
+    callbacks=None, log=None, bucket_window=data_lib.BUCKET_WINDOW,
 ):
     """Train one configuration (resuming from `run_dir` if it holds a backup).
 
@@ -188,7 +188,8 @@ def train_run(
 
     counter = data_lib.EpochCounter()
     train_ds = data_lib.distributed_dataset(
-        strategy, enc["train"], lambda: data_lib.train_plan(n_train, batch_size, seed, counter.epoch),
+        strategy, enc["train"],
+        lambda: data_lib.train_plan(enc["train"].lengths, batch_size, seed, counter.epoch, bucket_window),
         steps, weighted=False, pad_to_multiple=pad_to_multiple,
     )
     eval_ds, eval_steps = {}, {}
@@ -387,6 +388,7 @@ def grid_settings(data, config):
         "early_stop": config.early_stop,
         "dropout": float(config.dropout),
         "pad_to_multiple": int(config.pad_to_multiple),
+        "bucket_window": int(config.bucket_window),
     }
 
 
@@ -414,7 +416,7 @@ def run_grid(data, config, strategy, verbose="auto", callbacks=None):
                 data.snapshot, data.task.num_classes, data.encoded, lr, bs, config.epochs, strategy, run_dir,
                 seed=config.seed, early_stop=config.early_stop, dropout=config.dropout,
                 pad_to_multiple=config.pad_to_multiple, jit_compile=config.jit_compile, verbose=verbose,
-                callbacks=callbacks, log=log,
+                callbacks=callbacks, log=log, bucket_window=config.bucket_window,
             )
             state.mark_done(rid, result)
             log("run_done", run=rid, dev_accuracy=round(result["dev_accuracy"], 4),
