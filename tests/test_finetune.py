@@ -464,6 +464,29 @@ def test_cli_end_to_end_with_early_stop_and_export(toy_task, tmp_path, capsys):
     meta = json.load(open(os.path.join(export, "tflm_export.json")))
     assert os.path.isfile(os.path.join(export, "saved_model.pb")) and os.path.isfile(os.path.join(export, "tokenizer.json"))
     assert meta["signature"] == "serving_default" and meta["raw_text_check"] == {"texts": 16, "mismatches": 0}
+    done = [e for e in read_events(out) if e["event"] == "run_done"]
+    assert len(done) == 1 and 0.1 < done[0]["peak_rss_gb"] < 24  # the peak memory is reported
+
+
+def test_throughput_reports_examples_and_real_tokens_per_second(monkeypatch):
+    """ex/s from a fixed batch size, tok/s from each step's real tokens in that epoch's plan."""
+    from tflm import callbacks
+
+    clock = iter([100.0, 102.0, 104.0])
+    monkeypatch.setattr(callbacks.time, "time", lambda: next(clock))
+    plans = {3: [[10, 30], [5, 15]]}  # epoch 3: two batches, real tokens 40 and 20
+    tok = callbacks.Throughput(lambda epoch: [sum(b) for b in plans[epoch]], "tok/s")
+    tok.on_epoch_begin(3)
+    logs = {}
+    tok.on_train_batch_end(0, logs)
+    assert logs["tok/s"] == 40 / 2
+    tok.on_train_batch_end(1, logs)
+    assert logs["tok/s"] == 60 / 4
+    ex = callbacks.Throughput(16, "ex/s")
+    clock = iter([0.0, 4.0])
+    ex.on_epoch_begin(0)
+    ex.on_train_batch_end(0, logs)
+    assert logs["ex/s"] == 4.0
 
 
 @pytest.mark.slow

@@ -63,6 +63,17 @@ def test_unsupported_dtypes_raise_clear_errors():
             check_dtype("float16")
 
 
+@pytest.mark.skipif(bool(tf.config.list_logical_devices("GPU")), reason="the error is for machines without a GPU")
+def test_finetune_float16_on_a_cpu_is_one_clear_error(tmp_path, capsys):
+    from tflm.cli import main
+
+    assert main(["finetune", "--model", "tiny-gpt2", "--task", "sst2", "--dtype", "float16",
+                 "--out", str(tmp_path / "ft")]) == 2
+    err = capsys.readouterr().err
+    assert "float16' needs a GPU" in err and "bfloat16" in err and err.count("\n") == 1
+    assert not os.path.exists(tmp_path / "ft" / "grid_state.json")
+
+
 @pytest.mark.parametrize("command", ["features", "probe", "reproduce", "analyze", "finetune"])
 def test_every_lm_command_takes_dtype(command):
     required = {"features": ["--model", "m", "--task", "sst2", "--out", "x"], "probe": ["--model", "m", "--task", "sst2"],

@@ -7,6 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest
 
+from conftest import markdown_sections, markdown_tables
 from tflm.cli import main
 from tflm.jobs import tables_job
 from tflm.jobs.tables_job import check_tables, run_tables, sized_table
@@ -145,7 +146,6 @@ def test_main_job_without_the_real_lms_says_how_to_add_them(monkeypatch):
 def test_main_job_real_lm_rows_on_a_tiny_stand_in(monkeypatch, data_dir):
     """The SmolLM2 rows' code path with tiny-llama standing in for SmolLM2 (~40 s here)."""
     from tflm.jobs import reproduce_job
-    from tflm.models import gguf
 
     monkeypatch.setattr(reproduce_job, "REAL_LM_FEATURES", ("f", "zeroshot", "zeroshot_cal"))
     logs = []
@@ -198,3 +198,41 @@ def test_prompt_space_default_per_tokenizer_family():
     other = Tokenizer(backend, "bytes")
     assert tokenizer_family(other) == "other" and resolve_strip_prompt_space(other) is True
     assert resolve_strip_prompt_space(gpt2, True) is True and resolve_strip_prompt_space(other, False) is False
+
+
+@pytest.mark.slow
+def test_table1_finetune_column(tmp_path, data_dir):
+    """--tables 1 --finetune: one FT row per Table 1 row, dev-selected, on the probes' test examples, with the
+    paper's "FT >= every linear probe" check and the grid stated; a rerun resumes every grid (~1 min here)."""
+    from tflm.jobs.tables_job import TABLE1_TASKS
+
+    out = str(tmp_path / "ft")
+    args = ["reproduce", "--model", "tiny-gpt2", "--tables", "1", "--data", data_dir, "--out", out, "--finetune",
+            "--ft-lrs", "1e-3", "--ft-batch-sizes", "8", "--ft-epochs", "1", "--cache-dir", str(tmp_path / "c")]
+    assert main(args) == 0
+    res = json.load(open(os.path.join(out, "results.json")))
+    rows = res["tables"]["1"]["rows"]
+    ft = [r for r in rows if r["feature"] == "FT"]
+    assert [r["row"] for r in ft] == [t + s for t in TABLE1_TASKS for s in ("", "*")]
+    probe_test = {r["row"]: r["n_test"] for r in rows if r["feature"] == "f"}
+    for r in ft:
+        assert r["grid"]["lrs"] == [1e-3] and r["grid"]["batch_sizes"] == [8] and r["grid"]["epochs"] == 1
+        assert r["grid"]["sizes"]["test"] == probe_test[r["row"]]  # the probes' test examples
+        saved = json.load(open(os.path.join(out, "finetune", r["task"] + ("_prompt" if r["prompt"] else ""),
+                                            "results.json")))
+        assert r["test_accuracy"] == saved["test_accuracy"]
+        best = max(x["test_accuracy"] for x in rows if x["row"] == r["row"] and "skipped" not in x
+                   and x["feature"] in ("f", "phi_p", "subset", "class", "posneg"))
+        verdict = "holds" if r["test_accuracy"] >= best else "FAILS"
+        assert any(n.startswith(f"{verdict}: {r['row']}: FT (") for n in res["tables"]["1"]["pattern"])
+    report = open(os.path.join(out, "REPORT.md")).read()
+    (header, table), = markdown_tables(markdown_sections(report)[
+        "Table 1: sentiment and news, with (`*`) and without the prompt"])
+    assert header[-3:] == ["FT", "majority", "train / test"]
+    assert "FT: full fine-tuning" in report and "grid lrs 0.001 x batch sizes 8, 1 epochs" in report
+    assert main(args) == 0  # resumes: every grid is finished, nothing retrains
+    again = json.load(open(os.path.join(out, "results.json")))
+    assert [r["test_accuracy"] for r in again["tables"]["1"]["rows"] if r["feature"] == "FT"] == \
+        [r["test_accuracy"] for r in ft]
+    events = [json.loads(line)["event"] for line in open(os.path.join(out, "finetune", "sst5_prompt", "grid_log.jsonl"))]
+    assert events.count("run_skip") == 1 and events.count("run_done") == 1

@@ -19,7 +19,11 @@ def read_json(path, default=None):
 
 
 class Throughput(keras.callbacks.Callback):
-    """Adds a rate (e.g. `tok/s` or `ex/s`) to the logs and the progress bar."""
+    """Adds a rate (e.g. `tok/s` or `ex/s`) to the batch logs, so the progress bar shows it.
+
+    `units_per_step`: a number (the same every step), or a function of the epoch giving each
+    step's units (e.g. the real tokens of every batch of that epoch's plan).
+    """
 
     def __init__(self, units_per_step, name="tok/s"):
         super().__init__()
@@ -27,12 +31,22 @@ class Throughput(keras.callbacks.Callback):
         self.name = name
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._t0, self._steps = time.time(), 0
+        self._t0, self._steps, self._units = time.time(), 0, 0.0
+        per = self.units_per_step
+        self._per_step = None if not callable(per) else [float(u) for u in per(epoch)]
 
     def on_train_batch_end(self, batch, logs=None):
+        self._units += self.units_per_step if self._per_step is None else self._per_step[self._steps]
         self._steps += 1
         if logs is not None:
-            logs[self.name] = self._steps * self.units_per_step / max(time.time() - self._t0, 1e-9)
+            logs[self.name] = self._units / max(time.time() - self._t0, 1e-9)
+
+
+def peak_rss_gb():
+    """This process's peak resident memory so far, in GB (Linux ru_maxrss is in KB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
 
 
 class AtomicBackupAndRestore(BackupAndRestoreHooks):

@@ -207,6 +207,19 @@ def cmd_analyze(args):
     print(f"wrote {os.path.join(args.out, 'analysis.md')}")
 
 
+def _finetune_settings(args):
+    """The FT column's grid from --ft-* (None without --finetune)."""
+    if not args.finetune:
+        return None
+    ft = {"epochs": args.ft_epochs}
+    if args.dtype:
+        ft["dtype"] = args.dtype
+    for name in ("lrs", "batch_sizes", "early_stop"):
+        if getattr(args, f"ft_{name}") is not None:
+            ft[name] = getattr(args, f"ft_{name}")
+    return ft
+
+
 def cmd_reproduce(args):
     if args.tables:
         from tflm.jobs.tables_job import run_tables
@@ -216,7 +229,8 @@ def cmd_reproduce(args):
         run_tables(args.model, args.tables, out_dir=args.out, data_dir=args.data, max_train=args.max_train,
                    max_test=args.max_test, strip_prompt_space=args.strip_prompt_space,
                    cache_dir=args.cache_dir if args.cache_dir else None, seed=args.seed,
-                   command="tflm " + " ".join(args.argv), dtype=args.dtype, probe_backend=args.probe_backend)
+                   command="tflm " + " ".join(args.argv), dtype=args.dtype, probe_backend=args.probe_backend,
+                   finetune=_finetune_settings(args))
         return
     from tflm.jobs.reproduce_job import reproduce
 
@@ -225,13 +239,7 @@ def cmd_reproduce(args):
     if args.real_lms:
         real_lm_kw["real_lms"] = args.real_lms
 
-    ft = None
-    if args.finetune:
-        ft = {"epochs": args.ft_epochs}
-        if args.ft_lrs:
-            ft["lrs"] = args.ft_lrs
-        if args.ft_batch_sizes:
-            ft["batch_sizes"] = args.ft_batch_sizes
+    ft = _finetune_settings(args)
     reproduce(model=args.model, quad_model=args.quad_model, quad_pairs=args.quad_pair, quad_tasks=args.quad_tasks,
               tasks=args.tasks, data_dir=args.data,
               out_dir=args.out, features=args.features, max_train=args.max_train, finetune=args.finetune,
@@ -322,10 +330,12 @@ def build_parser():
     s.add_argument("--max-train", type=int, default=None,
                    help="subsample training sets (seeded); default: all for the shipped models; with --tables: "
                    "every task (default: tflm.jobs.tables_job.SUBSAMPLES)")
-    s.add_argument("--finetune", action="store_true", help="add the FT column (tflm finetune grid)")
+    s.add_argument("--finetune", action="store_true",
+                   help="add the FT column (tflm finetune grid; with --tables: Table 1's rows, resumable)")
     s.add_argument("--ft-lrs", type=_csv(float))
     s.add_argument("--ft-batch-sizes", type=_csv(int))
     s.add_argument("--ft-epochs", type=int, default=10)
+    s.add_argument("--ft-early-stop", type=int, help="FT: stop a run after this many epochs without a better dev accuracy")
     s.add_argument("--cache-dir", default="",
                    help="feature cache directory (default: none; with --tables: $TFLM_CACHE or ~/.cache/tflm/features)")
     s.add_argument("--tables", type=_csv(str),

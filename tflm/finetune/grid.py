@@ -38,7 +38,7 @@ import time
 import keras
 import numpy as np
 
-from tflm.callbacks import AtomicBackupAndRestore, Throughput, read_json
+from tflm.callbacks import AtomicBackupAndRestore, Throughput, peak_rss_gb, read_json
 from tflm.distribute import get_strategy
 from tflm.finetune import callbacks as cb
 from tflm.finetune import data as data_lib
@@ -187,9 +187,13 @@ def train_run(
     history_path = os.path.join(run_dir, HISTORY_FILE)
 
     counter = data_lib.EpochCounter()
+    lengths = enc["train"].lengths
+
+    def epoch_plan(epoch):
+        return data_lib.train_plan(lengths, batch_size, seed, epoch, bucket_window)
+
     train_ds = data_lib.distributed_dataset(
-        strategy, enc["train"],
-        lambda: data_lib.train_plan(enc["train"].lengths, batch_size, seed, counter.epoch, bucket_window),
+        strategy, enc["train"], lambda: epoch_plan(counter.epoch),
         steps, weighted=False, pad_to_multiple=pad_to_multiple,
     )
     eval_ds, eval_steps = {}, {}
@@ -218,6 +222,7 @@ def train_run(
             cb.SetEpoch(counter),
             cb.EpochSeeds(),
             Throughput(batch_size, "ex/s"),
+            Throughput(lambda epoch: [int(lengths[b].sum()) for b in epoch_plan(epoch)], "tok/s"),
             cb.EpochLog(history_path, start_epoch=done_epochs),
             cb.BestCheckpoint(run_dir, start_epoch=done_epochs),
             *([cb.PatienceStop(early_stop, history=entries)] if early_stop is not None else []),
@@ -420,7 +425,8 @@ def run_grid(data, config, strategy, verbose="auto", callbacks=None):
             )
             state.mark_done(rid, result)
             log("run_done", run=rid, dev_accuracy=round(result["dev_accuracy"], 4),
-                test_accuracy=round(result["test_accuracy"], 4), best_epoch=result["best_epoch"])
+                test_accuracy=round(result["test_accuracy"], 4), best_epoch=result["best_epoch"],
+                peak_rss_gb=peak_rss_gb())
             results.append(result)
             shutil.rmtree(os.path.join(run_dir, "backup"), ignore_errors=True)
             if not config.keep_weights:

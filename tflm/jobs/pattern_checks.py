@@ -1,5 +1,6 @@
 """The paper's qualitative pattern, checked on probe rows (`tflm reproduce`, its tables and real-LM rows)."""
 
+from tflm.features.names import FEATURES as LINEAR_PROBES  # every feature a linear probe is trained on
 from tflm.report import fmt
 
 # Features built from the task's words (and zero-shot) that phi_p should beat and that should beat chance.
@@ -22,6 +23,12 @@ def pattern_checks(rows):
                          f"best word feature {best} ({fmt(words[best])})")
         for w, a in words.items():
             notes.append(f"{'holds' if a > maj else 'FAILS'}: {row}: {w} ({fmt(a)}) > majority class ({fmt(maj)})")
+        ft = acc.get((row, "FT"))
+        probes = {k[1]: a for k, a in acc.items() if k[0] == row and k[1] in LINEAR_PROBES and a is not None}
+        if ft is not None and probes:
+            best = max(probes, key=probes.get)
+            notes.append(f"{'holds' if ft >= probes[best] else 'FAILS'}: {row}: FT ({fmt(ft)}) >= every linear probe "
+                         f"(best {best} {fmt(probes[best])})")
     for row in dict.fromkeys(r["row"] for r in rows if r["prompt"]):
         base = row[:-1]
         for w in WORD_LIKE:

@@ -20,7 +20,7 @@ from tflm.tasks import random_splits
 
 ZERO_SHOT = ("zeroshot", "zeroshot_cal")  # plain and calibrated (class scores centred over the texts)
 PROBE_FEATURES = FEATURES + ZERO_SHOT
-TABLE_ORDER = ("f", "phi_p", "p", "proj", "subset", "class", "posneg") + ZERO_SHOT
+TABLE_ORDER = ("f", "phi_p", "p", "proj", "subset", "class", "posneg") + ZERO_SHOT + ("FT",)  # FT: fine-tuning
 
 
 def check_probe_features(names):

@@ -81,6 +81,46 @@ def run_table(lm, tasks, features, prompt_modes, data_dir=None, max_train=None, 
     return rows
 
 
+def finetune_rows(model, tasks, prompt_modes, data_dir, max_train, max_test, strip, out_dir, settings, log=print):
+    """One FT row per (task, prompt) of a table: `tflm.finetune.finetune` over the grid in `settings`.
+
+    The "files" split protocol (train / dev / test files; dev selects the run and epoch) and the
+    probe rows' seeded subsamples (`max_train` for training, `max_test` for dev and test), so FT is
+    tested on the same test examples as the probes. Each row's grid lives in
+    ``out_dir/finetune/<task>[_prompt]`` and resumes from there.
+    """
+    from tflm.finetune import finetune
+
+    rows = []
+    for task, prompt in task_prompt_modes(tasks, prompt_modes, log):
+        n_train, n_test = _sizes(task.name, max_train, max_test)
+        name = task.name + ("*" if prompt else "")
+        kw = {"splits": "files", "max_train": n_train, "max_eval": n_test, **settings}
+        log(f"\n-- FT {name}: lrs {kw.get('lrs', 'default')}, batch sizes {kw.get('batch_sizes', 'default')}, "
+            f"{kw.get('epochs', 10)} epochs --")
+        report = finetune(model, task.name, data_dir=data_dir, prompt=prompt, strip_prompt_space=bool(strip and prompt),
+                          out_dir=os.path.join(out_dir, "finetune", task.name + ("_prompt" if prompt else "")), **kw)
+        rows.append({"row": name, "task": task.name, "prompt": prompt, "feature": "FT",
+                     "test_accuracy": report["test_accuracy"], "selected": report["selected"],
+                     "grid": {k: report[k] for k in ("lrs", "batch_sizes", "epochs", "early_stop", "splits", "sizes")}})
+    return rows
+
+
+def finetune_note(settings, ft_rows):
+    """The FT column's grid and selection, in one paragraph (stated next to the numbers)."""
+    grid = ft_rows[0]["grid"] if ft_rows else {}
+    picked = "; ".join(f"{r['row']}: lr {r['selected']['lr']:g}, batch {r['selected']['batch_size']}, epoch "
+                       f"{r['selected']['best_epoch']}" for r in ft_rows)
+    return (f"FT: full fine-tuning (`tflm finetune`, Adam, a linear head on f), grid lrs "
+            f"{', '.join(f'{x:g}' for x in grid.get('lrs', settings.get('lrs', [])))} x batch sizes "
+            f"{', '.join(str(b) for b in grid.get('batch_sizes', settings.get('batch_sizes', [])))}, "
+            f"{settings.get('epochs', 10)} epochs" + (f", early stop after {settings['early_stop']} epochs without a "
+                                                     "better dev accuracy" if settings.get("early_stop") else "")
+            + (f", {settings['dtype']}" if settings.get("dtype") else "")
+            + "; the run and epoch with the best dev accuracy (dev file, or 10% of train without one) are kept, "
+            f"tested on the probes' test examples. Selected: {picked}.")
+
+
 def sized_table(rows, features=None):
     """`results_table` plus a column with the train / test sizes behind each row (subsamples marked)."""
     header, table = results_table(rows, features)
@@ -94,8 +134,11 @@ def sized_table(rows, features=None):
 
 def run_tables(model, tables=("1", "2"), out_dir="results", data_dir=None, max_train=None, max_test=None,
                strip_prompt_space=None, cache_dir=None, seed=0, command=None, log=print, dtype=None,
-               probe_backend="tf"):
-    """Write `out_dir/REPORT.md`, results.json and PNGs with the requested tables; returns the result dict."""
+               probe_backend="tf", finetune=None):
+    """Write `out_dir/REPORT.md`, results.json and PNGs with the requested tables; returns the result dict.
+
+    `finetune`: None, or the `FinetuneConfig` settings (lrs, batch_sizes, epochs, ...) of an FT
+    column for Table 1 (`finetune_rows`), checked against the probes by `pattern_checks`."""
     tables = check_tables(tables)
     specs = {"1": (TABLE1_TASKS, TABLE1_FEATURES, (False, True)), "2": (TABLE2_TASKS, TABLE2_FEATURES, (False,))}
     for t in tables:  # every data file up front, not after an hour of features
@@ -125,6 +168,11 @@ def run_tables(model, tables=("1", "2"), out_dir="results", data_dir=None, max_t
         log(f"\n-- Table {t}: {', '.join(tasks)} --")
         rows = run_table(lm, tasks, features, modes, data_dir, max_train, max_test, strip, cache_dir, rows_dir,
                          seed, log, probe_backend)
+        if finetune is not None and t == "1":
+            majority = {r["row"]: r["majority"] for r in rows}
+            ft = finetune_rows(model, tasks, modes, data_dir, max_train, max_test, strip, out_dir, finetune, log)
+            rows += [dict(r, majority=majority[r["row"]]) for r in ft]
+            result["finetune"] = dict(finetune)
         result["tables"][t] = {"rows": rows, "pattern": pattern_checks(rows)}
         for task in tasks:
             result["subsamples"][task] = dict(zip(("max_train", "max_test"), _sizes(task, max_train, max_test)))
@@ -172,6 +220,8 @@ def render_tables_report(result, out_dir):
     for t, table in result["tables"].items():
         header, rows = sized_table(table["rows"])
         lines += [f"## {titles[t]}", "", "Test accuracy (%).", explain[t], "", markdown_table(header, rows), ""]
+        if t == "1" and result.get("finetune"):
+            lines += [finetune_note(result["finetune"], [r for r in table["rows"] if r["feature"] == "FT"]), ""]
         groups = [r[0] for r in rows]
         feats = header[1:-2]
         acc = {(r["row"], r["feature"]): r.get("test_accuracy") for r in table["rows"] if "skipped" not in r}
