@@ -66,3 +66,11 @@ def test_packing_bench_tiny(tmp_path):
     assert "unpacked " in " ".join(rows) and "packed 64" in rows and "packed 256" in rows
     assert all(float(line.split()[-1]) < 1e-5 for line in rows.values())  # packed f == unpacked f (float32)
     assert "first-call cost" in out
+
+
+@pytest.mark.slow
+def test_first_call_bench_tiny(tmp_path):
+    out = run_bench("first_call.py", "--model", "tiny-llama", tmp_path=tmp_path)
+    for option in ("baseline", "unpacked", "grappler-off", "second-extractor"):
+        assert any(line.split()[0] == option and "first-call cost" in line for line in out.splitlines()), out
+    assert "tokenize" in out and "for 1,821 texts" in out
