@@ -81,12 +81,13 @@ def run_table(lm, tasks, features, prompt_modes, data_dir=None, max_train=None, 
     return rows
 
 
-def finetune_rows(model, tasks, prompt_modes, data_dir, max_train, max_test, strip, out_dir, settings, log=print):
+def finetune_rows(model, tasks, prompt_modes, data_dir, max_train, max_test, strip, out_dir, settings, seed=0,
+                  log=print):
     """One FT row per (task, prompt) of a table: `tflm.finetune.finetune` over the grid in `settings`.
 
     The "files" split protocol (train / dev / test files; dev selects the run and epoch) and the
-    probe rows' seeded subsamples (`max_train` for training, `max_test` for dev and test), so FT is
-    tested on the same test examples as the probes. Each row's grid lives in
+    probe rows' subsamples (`max_train` for training, `max_test` for dev and test, the same `seed`),
+    so FT is tested on the same test examples as the probes. Each row's grid lives in
     ``out_dir/finetune/<task>[_prompt]`` and resumes from there.
     """
     from tflm.finetune import finetune
@@ -95,7 +96,7 @@ def finetune_rows(model, tasks, prompt_modes, data_dir, max_train, max_test, str
     for task, prompt in task_prompt_modes(tasks, prompt_modes, log):
         n_train, n_test = _sizes(task.name, max_train, max_test)
         name = task.name + ("*" if prompt else "")
-        kw = {"splits": "files", "max_train": n_train, "max_eval": n_test, **settings}
+        kw = {"splits": "files", "max_train": n_train, "max_eval": n_test, "seed": seed, **settings}
         log(f"\n-- FT {name}: lrs {kw.get('lrs', 'default')}, batch sizes {kw.get('batch_sizes', 'default')}, "
             f"{kw.get('epochs', 10)} epochs --")
         report = finetune(model, task.name, data_dir=data_dir, prompt=prompt, strip_prompt_space=bool(strip and prompt),
@@ -170,7 +171,7 @@ def run_tables(model, tables=("1", "2"), out_dir="results", data_dir=None, max_t
                          seed, log, probe_backend)
         if finetune is not None and t == "1":
             majority = {r["row"]: r["majority"] for r in rows}
-            ft = finetune_rows(model, tasks, modes, data_dir, max_train, max_test, strip, out_dir, finetune, log)
+            ft = finetune_rows(model, tasks, modes, data_dir, max_train, max_test, strip, out_dir, finetune, seed, log)
             rows += [dict(r, majority=majority[r["row"]]) for r in ft]
             result["finetune"] = dict(finetune)
         result["tables"][t] = {"rows": rows, "pattern": pattern_checks(rows)}
