@@ -95,6 +95,7 @@ def bar_panels(path, panels, ylabel="test accuracy (%)"):
     grid = fig.add_gridspec(len(panels), 1, height_ratios=heights)
     for k, p in enumerate(panels):
         ax = fig.add_subplot(grid[k])
+        small = p.get("height", 1.0) < 1  # a smaller panel gets smaller type
         series, groups = p["series"], p["groups"]
         width = 0.8 / max(1, len(series))
         x = np.arange(len(groups))
@@ -107,10 +108,10 @@ def bar_panels(path, panels, ylabel="test accuracy (%)"):
         if p.get("chance") is not None:
             ax.axhline(100 * p["chance"], color="gray", ls="--", lw=1, label="majority class")
         ax.set_xticks(x)
-        ax.set_xticklabels(groups, fontsize=9 if p.get("height", 1.0) >= 1 else 8)
+        ax.set_xticklabels(groups, fontsize=8 if small else 9)
         ax.set_ylabel(ylabel)
         ax.set_ylim(0, 125)
-        ax.set_title(p["title"], fontsize=12 if p.get("height", 1.0) >= 1 else 10)
-        ax.legend(fontsize=8 if p.get("height", 1.0) >= 1 else 7, ncol=min(8, len(series) + 1), loc="upper center")
+        ax.set_title(p["title"], fontsize=10 if small else 12)
+        ax.legend(fontsize=7 if small else 8, ncol=min(8, len(series) + 1), loc="upper center")
     fig.tight_layout()
     return save_figure(fig, path, dpi=fig.dpi)

@@ -1,9 +1,12 @@
 """One compiled forward pass: f at chosen positions, optionally split across replicas."""
 
+import weakref
+
 import numpy as np
 import tensorflow as tf
 
 _SPEC = tf.TensorSpec([None, None], tf.int32)
+_SHARED = weakref.WeakKeyDictionary()  # LanguageModel -> {(backbone, head) ids: ForwardPass}; see ForwardPass.shared
 
 
 class ForwardPass:
@@ -48,8 +51,8 @@ class ForwardPass:
         """
         if strategy is not None:
             return cls(extractor, strategy)
-        key = (id(extractor.backbone), id(extractor.head))
-        passes = lm.__dict__.setdefault("_forward_passes", {})
+        passes = _SHARED.setdefault(lm, {})
+        key = (id(extractor.backbone), id(extractor.head))  # alive as long as lm: it holds them
         if key not in passes:
             passes[key] = cls(extractor)
         return passes[key]

@@ -28,6 +28,7 @@ uninterrupted grid writes (data order and dropout masks are functions of
 """
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -189,6 +190,7 @@ def train_run(
     counter = data_lib.EpochCounter()
     lengths = enc["train"].lengths
 
+    @functools.lru_cache(maxsize=1)  # the input pipeline and the tok/s callback both ask for it each epoch
     def epoch_plan(epoch):
         return data_lib.train_plan(lengths, batch_size, seed, epoch, bucket_window)
 

@@ -36,3 +36,9 @@ def pattern_checks(rows):
             if a is not None and b is not None:
                 notes.append(f"{'holds' if b > a else 'FAILS'}: prompt helps {w}: {base} {fmt(a)} -> {row} {fmt(b)}")
     return notes
+
+
+def pattern_counts(notes):
+    """("N checks hold, M fail", the failing notes) of `pattern_checks` notes."""
+    fails = [n for n in notes if n.startswith("FAILS")]
+    return f"{len(notes) - len(fails)} checks hold, {len(fails)} fail", fails

@@ -5,7 +5,7 @@ import time
 
 from tflm.jobs.analyze_job import log_partition_check, model_card
 from tflm.jobs.default_model import default_model
-from tflm.jobs.pattern_checks import pattern_checks
+from tflm.jobs.pattern_checks import pattern_checks, pattern_counts
 from tflm.tasks.splits import load_texts, resolve_task
 from tflm.jobs.probe_job import results_table, run_probes
 from tflm.jobs.quad_comparison import QUAD_TASKS, compare_quad_xent, omitted_line, quad_table
@@ -119,20 +119,20 @@ def _ran(entries):
     return [e for e in entries or () if "skipped" not in e]
 
 
+def _real_features(entries):
+    """The REAL_LM_FEATURES the rows of `entries` hold, in order."""
+    return [n for n in REAL_LM_FEATURES if any(r["feature"] == n for e in entries for r in e["rows"])]
+
+
 def real_lms_table(entries):
     """(header, rows): every real LM's rows, one column of model titles first, then `sized_table`'s."""
-    features = [n for n in REAL_LM_FEATURES if any(r["feature"] == n for e in entries for r in e["rows"])]
+    features = _real_features(entries)
     header, table = ["model"], []
     for e in entries:
         h, rows = sized_table(e["rows"], features)
         header = ["model"] + h
         table += [[e["title"]] + r for r in rows]
     return header, table
-
-
-def _pattern_counts(pattern):
-    fails = [n for n in pattern if n.startswith("FAILS")]
-    return f"{len(pattern) - len(fails)} checks hold, {len(fails)} fail", fails
 
 
 def terminal_summary(result):
@@ -142,7 +142,7 @@ def terminal_summary(result):
         parts.append(f"Real LMs on {result['tasks'][0]} (test accuracy %, * = with prompt):")
         parts.append(text_table(*real_lms_table(_ran(real))))
         for e in _ran(real):
-            counts, fails = _pattern_counts(e["pattern"])
+            counts, fails = pattern_counts(e["pattern"])
             parts.append(f"{e['title']} paper pattern: {counts}" + "".join("\n  " + f for f in fails))
     parts += [e["skipped"] for e in real or () if "skipped" in e]
     first = next(iter(result["models"].values()))
@@ -158,7 +158,7 @@ def terminal_summary(result):
     if lp:
         parts.append(f"\nlog-partition: quadratic fit held-out R^2 {lp['quadratic_r2']:.3f} "
                      f"(top {lp['pca_dims']} PCs), Gaussian heuristic R^2 {lp['gaussian_r2']:.3f}")
-    counts, fails = _pattern_counts([n for m in result["models"].values() for n in m["pattern"]])
+    counts, fails = pattern_counts([n for m in result["models"].values() for n in m["pattern"]])
     parts.append(f"\npaper pattern ({'shipped small models' if real is not None else 'all models'}): {counts}"
                  + "".join("\n  " + f for f in fails))
     return "\n".join(parts)
@@ -185,11 +185,11 @@ def table1_chart(result, path):
     panels = []
     real = _ran(result.get("real_lms"))
     if real:
-        feats = [n for n in REAL_LM_FEATURES if any(r["feature"] == n for e in real for r in e["rows"])]
         panels.append(_chart_panel("Linear probes on real pretrained LMs (" + ", ".join(
-            f"{e['title']}" for e in real) + f"; {_sizes(real[0])})", [(e["title"], e["rows"]) for e in real], feats))
+            e["title"] for e in real) + f"; {_sizes(real[0])})", [(e["title"], e["rows"]) for e in real],
+            _real_features(real)))
     small = [(label, m["rows"]) for label, m in result["models"].items()]
-    feats = [n for n in results_table([r for _, rows in small for r in rows])[0][1:-1]]
+    feats = results_table([r for _, rows in small for r in rows])[0][1:-1]
     panels.append(_chart_panel("Shipped small models (4 layers, d=128, trained here)" if real else
                                f"Linear probes on {', '.join(m['name'] for m in result['models'].values())}",
                                small if len(small) > 1 or real else [("", small[0][1])], feats,
@@ -251,7 +251,7 @@ def render_report(result, out_dir):
                   "", "![log-partition fit](log_partition.png)", ""]
     lines += [f"{level} Does the paper's pattern hold?", ""]
     for label, m in result["models"].items():
-        lines += [f"**{label}** ({m['name']}): {_pattern_counts(m['pattern'])[0]}.", ""] + [f"- {n}" for n in m["pattern"]] + [""]
+        lines += [f"**{label}** ({m['name']}): {pattern_counts(m['pattern'])[0]}.", ""] + [f"- {n}" for n in m["pattern"]] + [""]
     lines += ["## Identities", ""]
     for e in _ran(real):
         lines.append(f"- {e['title']}: `{e['spec']}`, {e['architecture']}, d={e['hidden_dim']}, V={e['vocabulary_size']}, "
@@ -313,6 +313,6 @@ def real_lms_report(entries, task):
     if len(ran) < len(entries):
         lines.append("")
     for e in ran:
-        counts, fails = _pattern_counts(e["pattern"])
+        counts, fails = pattern_counts(e["pattern"])
         lines += [f"**{e['title']}**, the paper's pattern: {counts}.", ""] + [f"- {n}" for n in e["pattern"]] + [""]
     return lines

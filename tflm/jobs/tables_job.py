@@ -15,12 +15,12 @@ import time
 from tflm.features.extract import default_cache_dir
 from tflm.features.prompt_space import resolve_strip_prompt_space, tokenizer_family
 from tflm.jobs.default_model import default_model
-from tflm.jobs.pattern_checks import pattern_checks
+from tflm.jobs.pattern_checks import pattern_checks, pattern_counts
 from tflm.jobs.probe_job import probe_task, results_table, task_prompt_modes
 from tflm.jobs.quad_comparison import QUAD_TASKS, compare_quad_xent, omitted_line, quad_table
 from tflm.models.load_lm import resolve_lm
-from tflm.tasks import get_task
-from tflm.tasks.sources import split_path
+from tflm.tasks import DataError
+from tflm.tasks.splits import missing_data
 from tflm.atomic import write_atomic
 from tflm.report import bar_chart, machine_info, machine_line, markdown_table, text_table, write_json
 
@@ -144,9 +144,8 @@ def run_tables(model, tables=("1", "2"), out_dir="results", data_dir=None, max_t
     specs = {"1": (TABLE1_TASKS, TABLE1_FEATURES, (False, True)), "2": (TABLE2_TASKS, TABLE2_FEATURES, (False,))}
     for t in tables:  # every data file up front, not after an hour of features
         for name in specs.get(t, ((),))[0]:
-            task = get_task(name)
-            for split in (("all",) if task.is_random_split else ("train", "test")):
-                split_path(task, split, data_dir)
+            if why := missing_data(name, data_dir):
+                raise DataError(why)
     t0 = time.time()
     os.makedirs(out_dir, exist_ok=True)
     rows_dir = os.path.join(out_dir, "rows")
@@ -184,9 +183,7 @@ def run_tables(model, tables=("1", "2"), out_dir="results", data_dir=None, max_t
     write_atomic(os.path.join(out_dir, "REPORT.md"), render_tables_report(result, out_dir))
     for t, table in result["tables"].items():
         log(f"\nTable {t} (test accuracy %, * = with prompt):\n" + text_table(*sized_table(table["rows"])))
-    fails = [n for table in result["tables"].values() for n in table["pattern"] if n.startswith("FAILS")]
-    total = sum(len(table["pattern"]) for table in result["tables"].values())
-    log(f"\npaper pattern: {total - len(fails)} checks hold, {len(fails)} fail")
+    log(f"\npaper pattern: {pattern_counts([n for table in result['tables'].values() for n in table['pattern']])[0]}")
     log(f"wrote {os.path.join(out_dir, 'REPORT.md')} ({result['wall_time_s']}s)")
     return result
 
@@ -237,8 +234,7 @@ def render_tables_report(result, out_dir):
             lines += [omitted_line(result["quad"]["omitted"]), ""]
     lines += ["## Does the paper's pattern hold?", ""]
     for t, table in result["tables"].items():
-        fails = sum(n.startswith("FAILS") for n in table["pattern"])
-        lines += [f"**Table {t}**: {len(table['pattern']) - fails} checks hold, {fails} fail.", ""]
+        lines += [f"**Table {t}**: {pattern_counts(table['pattern'])[0]}.", ""]
         lines += [f"- {n}" for n in table["pattern"]] + [""]
     mi = result["machine"]
     lines += ["## Machine", "", f"{machine_line(mi)}.", ""]

@@ -127,10 +127,12 @@ def _has_split(task, split, data_dir):
 
 
 def missing_data(task, data_dir=None):
-    """None when `task`'s data is here (its "all" file for a random-split task, else train), else why not."""
+    """None when the files a probe of `task` reads are here ("all" for a random-split task, else train
+    and test), else why not (the first missing file's DataError message)."""
     task = resolve_task(task)
     try:
-        split_path(task, "all" if task.is_random_split else "train", data_dir)
+        for split in ("all",) if task.is_random_split else ("train", "test"):
+            split_path(task, split, data_dir)
         return None
     except DataError as e:
         return str(e)
