@@ -208,16 +208,19 @@ def test_table1_finetune_column(tmp_path, data_dir):
 
     out = str(tmp_path / "ft")
     args = ["reproduce", "--model", "tiny-gpt2", "--tables", "1", "--data", data_dir, "--out", out, "--finetune",
-            "--ft-lrs", "1e-3", "--ft-batch-sizes", "8", "--ft-epochs", "1", "--cache-dir", str(tmp_path / "c")]
+            "--ft-lrs", "1e-3", "--ft-batch-sizes", "8", "--ft-epochs", "1", "--ft-max-train", "16",
+            "--cache-dir", str(tmp_path / "c")]
     assert main(args) == 0
     res = json.load(open(os.path.join(out, "results.json")))
     rows = res["tables"]["1"]["rows"]
     ft = [r for r in rows if r["feature"] == "FT"]
     assert [r["row"] for r in ft] == [t + s for t in TABLE1_TASKS for s in ("", "*")]
     probe_test = {r["row"]: r["n_test"] for r in rows if r["feature"] == "f"}
+    probe_train = {r["row"]: r["n_train"] for r in rows if r["feature"] == "f"}
     for r in ft:
         assert r["grid"]["lrs"] == [1e-3] and r["grid"]["batch_sizes"] == [8] and r["grid"]["epochs"] == 1
         assert r["grid"]["sizes"]["test"] == probe_test[r["row"]]  # the probes' test examples
+        assert r["n_train"] == r["grid"]["sizes"]["train"] <= 16 < probe_train[r["row"]]  # --ft-max-train
         saved = json.load(open(os.path.join(out, "finetune", r["task"] + ("_prompt" if r["prompt"] else ""),
                                             "results.json")))
         assert r["test_accuracy"] == saved["test_accuracy"]
@@ -230,6 +233,7 @@ def test_table1_finetune_column(tmp_path, data_dir):
         "Table 1: sentiment and news, with (`*`) and without the prompt"])
     assert header[-3:] == ["FT", "majority", "train / test"]
     assert "FT: full fine-tuning" in report and "grid lrs 0.001 x batch sizes 8, 1 epochs" in report
+    assert "trained on a seeded subsample of at most 16 training examples per row (sst2 " in report
     assert main(args) == 0  # resumes: every grid is finished, nothing retrains
     again = json.load(open(os.path.join(out, "results.json")))
     assert [r["test_accuracy"] for r in again["tables"]["1"]["rows"] if r["feature"] == "FT"] == \

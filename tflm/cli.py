@@ -214,7 +214,7 @@ def _finetune_settings(args):
     ft = {"epochs": args.ft_epochs}
     if args.dtype:
         ft["dtype"] = args.dtype
-    for name in ("lrs", "batch_sizes", "early_stop"):
+    for name in ("lrs", "batch_sizes", "early_stop", "max_train"):
         if getattr(args, f"ft_{name}") is not None:
             ft[name] = getattr(args, f"ft_{name}")
     return ft
@@ -336,6 +336,9 @@ def build_parser():
     s.add_argument("--ft-batch-sizes", type=_csv(int))
     s.add_argument("--ft-epochs", type=int, default=10)
     s.add_argument("--ft-early-stop", type=int, help="FT: stop a run after this many epochs without a better dev accuracy")
+    s.add_argument("--ft-max-train", type=int,
+                   help="FT: train on a seeded subsample of at most this many examples per row (default: the "
+                   "probes' training set; never more than it)")
     s.add_argument("--cache-dir", default="",
                    help="feature cache directory (default: none; with --tables: $TFLM_CACHE or ~/.cache/tflm/features)")
     s.add_argument("--tables", type=_csv(str),

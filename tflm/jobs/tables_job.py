@@ -87,8 +87,9 @@ def finetune_rows(model, tasks, prompt_modes, data_dir, max_train, max_test, str
 
     The "files" split protocol (train / dev / test files; dev selects the run and epoch) and the
     probe rows' subsamples (`max_train` for training, `max_test` for dev and test, the same `seed`),
-    so FT is tested on the same test examples as the probes. Each row's grid lives in
-    ``out_dir/finetune/<task>[_prompt]`` and resumes from there.
+    so FT is tested on the same test examples as the probes. ``settings["max_train"]`` trains FT on a
+    smaller seeded subsample than the probes (a machine too slow for the full grid); it never trains
+    on more. Each row's grid lives in ``out_dir/finetune/<task>[_prompt]`` and resumes from there.
     """
     from tflm.finetune import finetune
 
@@ -96,13 +97,15 @@ def finetune_rows(model, tasks, prompt_modes, data_dir, max_train, max_test, str
     for task, prompt in task_prompt_modes(tasks, prompt_modes, log):
         n_train, n_test = _sizes(task.name, max_train, max_test)
         name = task.name + ("*" if prompt else "")
-        kw = {"splits": "files", "max_train": n_train, "max_eval": n_test, "seed": seed, **settings}
+        caps = [n for n in (n_train, settings.get("max_train")) if n]
+        kw = {"splits": "files", "max_eval": n_test, "seed": seed, **settings, "max_train": min(caps) if caps else None}
         log(f"\n-- FT {name}: lrs {kw.get('lrs', 'default')}, batch sizes {kw.get('batch_sizes', 'default')}, "
             f"{kw.get('epochs', 10)} epochs --")
         report = finetune(model, task.name, data_dir=data_dir, prompt=prompt, strip_prompt_space=bool(strip and prompt),
                           out_dir=os.path.join(out_dir, "finetune", task.name + ("_prompt" if prompt else "")), **kw)
         rows.append({"row": name, "task": task.name, "prompt": prompt, "feature": "FT",
                      "test_accuracy": report["test_accuracy"], "selected": report["selected"],
+                     "n_train": report["sizes"]["train"], "n_test": report["sizes"]["test"],
                      "grid": {k: report[k] for k in ("lrs", "batch_sizes", "epochs", "early_stop", "splits", "sizes")}})
     return rows
 
@@ -118,6 +121,9 @@ def finetune_note(settings, ft_rows):
             f"{settings.get('epochs', 10)} epochs" + (f", early stop after {settings['early_stop']} epochs without a "
                                                      "better dev accuracy" if settings.get("early_stop") else "")
             + (f", {settings['dtype']}" if settings.get("dtype") else "")
+            + (f"; trained on a seeded subsample of at most {settings['max_train']:,} training examples per row ("
+               + ", ".join(f"{r['row']} {r['n_train']:,}" for r in ft_rows) + "; the probes use the sizes in the "
+               "table's last column)" if settings.get("max_train") else "")
             + "; the run and epoch with the best dev accuracy (dev file, or 10% of train without one) are kept, "
             f"tested on the probes' test examples. Selected: {picked}.")
 
