@@ -74,3 +74,16 @@ def test_first_call_bench_tiny(tmp_path):
     for option in ("baseline", "unpacked", "grappler-off", "second-extractor"):
         assert any(line.split()[0] == option and "first-call cost" in line for line in out.splitlines()), out
     assert "tokenize" in out and "for 1,821 texts" in out
+
+
+@pytest.mark.slow
+def test_finetune_bench_tiny(tmp_path):
+    pytest.importorskip("transformers")
+    out = run_bench("finetune.py", "--model", "tiny", "--steps", "2", "--batch-sizes", "8", "--dtypes", "float32",
+                    "--diagnostics", "--data", SHIPPED_DATA, tmp_path=tmp_path)
+    rows = [line.split() for line in out.splitlines() if line.startswith("float32  8 ")]
+    engines = [" ".join(r[2:-4]) for r in rows]
+    assert engines == ["tflm", "tflm, embedding frozen", "transformers"], out
+    assert float(rows[-1][-1]) == 1.0 and all(float(r[-1]) > 0 for r in rows)  # ratios against transformers
+    assert "fixed cost of a run outside the steady-state steps (float32, batch 8" in out
+    assert "total (one dev evaluation)" in out
