@@ -32,7 +32,6 @@ building and compiling the classifier, one dev evaluation (872 sentences), and
 """
 
 import argparse
-import gc
 import os
 import sys
 import tempfile
@@ -98,9 +97,6 @@ def tflm_steps(lm, split, plan, jit_compile=False, freeze_embeddings=False):
     timer = StepTimes()
     model.fit(ds, epochs=1, verbose=0, callbacks=[timer], shuffle=False)
     t = np.diff(timer.times)
-    del model
-    keras.backend.clear_session()
-    gc.collect()
     return float(t[0]), t[1:]
 
 
@@ -142,14 +138,13 @@ def hf_steps(hf_lm, split, plan, padded, dtype):
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t)
-    del model, opt
-    gc.collect()
     return times[0], np.asarray(times[1:])
 
 
-def fixed_cost(spec, dtype, split, dev, batch_size):
+def fixed_cost(spec, data, dtype, batch_size):
     """Seconds of what a `tflm finetune` run pays outside its training steps (one of each)."""
-    import keras
+    from tflm.finetune.data import encode_split
+    from tflm.tasks import load_split
 
     from tflm.distribute import get_strategy
     from tflm.finetune import data as data_lib
@@ -161,6 +156,7 @@ def fixed_cost(spec, dtype, split, dev, batch_size):
     t = time.perf_counter()
     lm = load_lm(spec).with_dtype(dtype)
     out["load_lm"] = time.perf_counter() - t
+    dev = encode_split(lm.tokenizer, *load_split("sst2", "dev", data), max_length=lm.max_sequence_length)
     t = time.perf_counter()
     snapshot = LMSnapshot(lm)
     out["snapshot"] = time.perf_counter() - t
@@ -182,10 +178,40 @@ def fixed_cost(spec, dtype, split, dev, batch_size):
         t = time.perf_counter()
         model.save_weights(os.path.join(d, "best.weights.h5"))
         out["save_weights"] = time.perf_counter() - t
-    del model
-    keras.backend.clear_session()
-    gc.collect()
     return out
+
+
+def measure(spec, data, dtype, bs, steps, engine):
+    """One (dtype, batch size, engine) measurement in this process: (first step s, later step s array, real
+    tokens of the later steps, computed tokens of the later steps)."""
+    import tflm
+    from tflm.finetune.data import encode_split
+    from tflm.tasks import load_split
+
+    texts, labels = load_split("sst2", "train", data)
+    lm = tflm.load_lm(spec)
+    split = encode_split(lm.tokenizer, texts, labels, max_length=lm.max_sequence_length)
+    plan, padded = plan_batches(split, bs, steps)
+    if engine == "transformers":
+        first, later = hf_steps(real_lm.load_hf(spec), split, plan, padded, dtype)
+    else:
+        first, later = tflm_steps(lm.with_dtype(dtype), split, plan, jit_compile=engine == "tflm jit",
+                                  freeze_embeddings=engine == "tflm, embedding frozen")
+    real = sum(int(split.lengths[b].sum()) for b in plan[1:])
+    return first, later, real, sum(bs * n for n in padded[1:])
+
+
+def in_fresh_process(*args):
+    """`measure` (or `fixed_cost`) in a fresh Python process: every engine starts cold, as a user's command
+    does, and the memory of one (a 135M-parameter model with Adam state) is gone before the next."""
+    import json
+    import subprocess
+
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", json.dumps(args)],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"{args}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
@@ -198,61 +224,56 @@ def main(argv=None):
     p.add_argument("--jit", action="store_true", help="also tflm with jit_compile=True")
     p.add_argument("--diagnostics", action="store_true",
                    help="also tflm with the token embedding frozen, and a run's fixed cost")
+    p.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement, JSON in and out
     args = p.parse_args(argv)
+    import json
+
+    if args.one:
+        kind, *rest = json.loads(args.one)
+        if kind == "fixed":
+            print(json.dumps(fixed_cost(*rest)))
+        else:
+            first, later, real, computed = measure(*rest)
+            print(json.dumps([first, list(map(float, later)), real, computed]))
+        return
 
     import torch
 
-    import tflm
-    from tflm.finetune.data import encode_split
     from tflm.models.gguf import find_smollm2_gguf
-    from tflm.tasks import load_split
+    from tflm.report import text_table
 
     spec = None if args.model == "tiny" else (args.model or find_smollm2_gguf())
     spec = spec or real_lm.tiny_hf_llama(tempfile.mkdtemp(prefix="tiny_hf_llama_"))
-    texts, labels = load_split("sst2", "train", args.data)
-    base = tflm.load_lm(spec)
-    split = encode_split(base.tokenizer, texts, labels, max_length=base.max_sequence_length)
-    hf32 = real_lm.load_hf(spec)
-    print(f"model {spec}: {base.architecture}, d={base.hidden_dim}, {base.num_parameters:,} parameters")
+    print(f"model {spec}")
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"load average {os.getloadavg()[0]:.1f}; SST-2 train {len(split):,} sentences, lr {LR:g}")
+          f"load average {os.getloadavg()[0]:.1f}; SST-2 train batches, lr {LR:g}; each measurement in a fresh "
+          "process", flush=True)
     rows = []
-    engines = [("tflm", {})] + ([("tflm jit", {"jit_compile": True})] if args.jit else [])
+    engines = ["tflm"] + (["tflm jit"] if args.jit else [])
     for di, dtype in enumerate(args.dtypes.split(",")):
-        lm = base.with_dtype(dtype)
         for bi, bs in enumerate(int(b) for b in args.batch_sizes.split(",")):
-            plan, padded = plan_batches(split, bs, args.steps)
-            real = np.asarray([int(split.lengths[b].sum()) for b in plan[1:]])
-            computed = np.asarray([bs * n for n in padded[1:]])
-            runs = [(name, lambda kw=kw: tflm_steps(lm, split, plan, **kw)) for name, kw in engines]
-            if args.diagnostics and di == 0 and bi == 0:
-                runs.append(("tflm, embedding frozen", lambda: tflm_steps(lm, split, plan, freeze_embeddings=True)))
-            runs.append(("transformers", lambda: hf_steps(hf32, split, plan, padded, dtype)))
+            names = engines + (["tflm, embedding frozen"] if args.diagnostics and di == 0 and bi == 0 else [])
             result = {}
-            for name, fn in runs:
-                first, later = fn()
+            for name in names + ["transformers"]:
+                first, later, real, computed = in_fresh_process("step", spec, args.data, dtype, bs, args.steps, name)
+                later = np.asarray(later)
                 result[name] = (first, later)
                 print(f"  {dtype:8s} batch {bs:2d} {name:24s} first step {first:6.1f} s, then "
-                      f"{later.mean():.2f} s/step, {real.sum() / later.sum():6,.0f} tok/s", flush=True)
-            hf_rate = real.sum() / result["transformers"][1].sum()
+                      f"{later.mean():.2f} s/step, {real / later.sum():6,.0f} tok/s", flush=True)
+            hf_rate = real / result["transformers"][1].sum()
             for name, (first, later) in result.items():
-                rate = real.sum() / later.sum()
+                rate = real / later.sum()
                 rows.append((dtype, bs, name, first, bs * len(later) / later.sum(), rate, rate / hf_rate))
-            pad = 1 - real.sum() / computed.sum()
-            print(f"  ({len(plan) - 1} steps, {real.sum():,} real tokens, padding {pad:.1%} of the computed tokens)")
-    from tflm.report import text_table
-
+            print(f"  ({args.steps} steps, {real:,} real tokens, padding {1 - real / computed:.1%} of the computed "
+                  "tokens)")
     print("\nsteady state = the steps after the first; tok/s of real tokens; ratio = tok/s / transformers' "
           f"(target >= 1.5); load average {os.getloadavg()[0]:.1f}")
     print(text_table(["dtype", "batch", "engine", "first step s", "ex/s", "tok/s", "ratio"],
                      [[d, str(b), n, f"{f:.1f}", f"{e:.1f}", f"{r:,.0f}", f"{q:.2f}"] for d, b, n, f, e, r, q in rows]))
     if args.diagnostics:
         dtype, bs = args.dtypes.split(",")[0], int(args.batch_sizes.split(",")[0])
-        dev_texts, dev_labels = load_split("sst2", "dev", args.data)
-        dev = encode_split(base.tokenizer, dev_texts, dev_labels, max_length=base.max_sequence_length)
-        costs = fixed_cost(spec, dtype, split, dev, bs)
-        first = [r[3] for r in rows if r[0] == dtype and r[1] == bs and r[2] == "tflm"][0]
-        costs["first training step (from the table)"] = first
+        costs = in_fresh_process("fixed", spec, args.data, dtype, bs)
+        costs["first training step (from the table)"] = [r[3] for r in rows if r[:3] == (dtype, bs, "tflm")][0]
         print(f"\nfixed cost of a run outside the steady-state steps ({dtype}, batch {bs}; target <= 60 s):")
         for k, v in costs.items():
             print(f"  {k:48s} {v:6.1f} s")

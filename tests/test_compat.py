@@ -238,6 +238,9 @@ def test_backup_and_restore_hooks_resume_and_save(tmp_path):
     fresh = _Recorder(str(tmp_path), resume_at=0)
     assert _tiny_model().fit(x, y, epochs=2, verbose=0, callbacks=[fresh]).epoch == [0, 1]
     assert fresh.saved == [1, 2]
+    model = _tiny_model()  # resumed once, then fitted again from scratch (a grid's next run)
+    assert model.fit(x, y, epochs=4, verbose=0, callbacks=[_Recorder(str(tmp_path), resume_at=2)]).epoch == [2, 3]
+    assert model.fit(x, y, epochs=2, verbose=0, callbacks=[_Recorder(str(tmp_path), resume_at=0)]).epoch == [0, 1]
 
 
 # --- Keras TensorFlow trainer --------------------------------------------------------------

@@ -512,3 +512,35 @@ def test_default_export_loads_without_tensorflow_text(grid_report, tmp_path):
     """)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert float(proc.stdout.strip().splitlines()[-1]) <= 1e-5
+
+
+@pytest.mark.slow
+def test_bf16_llama_finetune_exports_float32_with_predict_py_parity(toy_task, tmp_path):
+    """A tiny Llama fine-tuned in bf16 with the prompt exports a float32 SavedModel: predict.py (a fresh
+    process, no tflm) gives the float32 Keras model's probabilities on the best weights within 1e-5."""
+    out, export = str(tmp_path / "out"), str(tmp_path / "export")
+    report = finetune("tiny-llama", toy_task, out_dir=out, lrs=(3e-3,), batch_sizes=(8,), epochs=1,
+                      prompt=" This movie is",
+                      dtype="bfloat16", export_dir=export, verbose=0)
+    meta = json.load(open(os.path.join(export, "tflm_export.json")))
+    assert meta["dtype"] == "float32" and meta["trained_dtype"] == "bfloat16"
+    lm = load_lm("tiny-llama")
+    reference = LMSnapshot(lm).classifier(2, dtype="float32")
+    reference.load_weights(os.path.join(out, report["selected"]["run"], BestCheckpoint.WEIGHTS))
+    texts = list(load_split(task_from_folder(toy_task), "test")[0])
+    ids, _ = encode_texts(lm.tokenizer, texts, report["prompt"], 64)
+    token_ids, mask = pad_batch(ids)
+    ref = np.asarray(keras.ops.softmax(reference({"token_ids": token_ids, "padding_mask": mask})))
+    np.save(tmp_path / "ref.npy", ref)
+    proc = run_python(f"""
+        import importlib.util, sys
+        import numpy as np
+        spec = importlib.util.spec_from_file_location("predict", {export + '/predict.py'!r})
+        predict = importlib.util.module_from_spec(spec); spec.loader.exec_module(predict)
+        p = predict.predict({texts!r}, {export!r})
+        assert not any(k == "tflm" or k.startswith("tflm.") for k in sys.modules)
+        print(float(np.abs(p - np.load({str(tmp_path / 'ref.npy')!r})).max()))
+    """)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert float(proc.stdout.strip().splitlines()[-1]) <= 1e-5
+

@@ -215,7 +215,8 @@ class BackupAndRestoreHooks(_backup_and_restore()):
     (at the end of an epoch, `save_freq="epoch"`); they call `load_backup()`
     and `save_backup(epoch)` here. `load_backup` returns the number of
     completed epochs to resume after (0: start from scratch), which becomes
-    the model's private `_initial_epoch`.
+    the model's private `_initial_epoch` (reset to None for 0: a model fitted
+    again, as a grid's `RunModel` is, must not inherit an earlier resume).
     """
 
     def __init__(self, backup_dir):
@@ -230,8 +231,7 @@ class BackupAndRestoreHooks(_backup_and_restore()):
 
     def _load_model(self):
         epoch = self.load_backup()
-        if epoch:
-            self.model._initial_epoch = int(epoch)
+        self.model._initial_epoch = int(epoch) if epoch else None
 
     def _save_model(self):
         self.save_backup(int(self._current_epoch))

@@ -125,9 +125,14 @@ class LMSnapshot:
         self.f_lin_config = None if f_lin is None else keras.saving.serialize_keras_object(f_lin)
         self.f_lin_weights = None if f_lin is None else [np.array(w) for w in f_lin.get_weights()]
 
-    def build(self):
-        """A new (backbone, f_lin) with the snapshot's weights."""
-        backbone = keras.saving.deserialize_keras_object(self.backbone_config)
+    def build(self, dtype=None):
+        """A new (backbone, f_lin) with the snapshot's weights; `dtype`: another dtype policy for the body."""
+        config = self.backbone_config
+        if dtype is not None:
+            from tflm.models.language_model import dtype_policy
+
+            config = {**config, "config": {**config["config"], "dtype": dtype_policy(dtype)}}
+        backbone = keras.saving.deserialize_keras_object(config)
         backbone.set_weights(self.backbone_weights)
         f_lin = None
         if self.f_lin_config is not None:
@@ -137,8 +142,8 @@ class LMSnapshot:
             f_lin.set_weights(self.f_lin_weights)
         return backbone, f_lin
 
-    def classifier(self, num_classes, dropout=0.1, output_probabilities=False, name="classifier"):
-        backbone, f_lin = self.build()
+    def classifier(self, num_classes, dropout=0.1, output_probabilities=False, name="classifier", dtype=None):
+        backbone, f_lin = self.build(dtype)
         return Classifier(
             backbone, num_classes, f_lin=f_lin, dropout=dropout,
             output_probabilities=output_probabilities, name=name,

@@ -76,7 +76,10 @@ class FinetuneConfig:
             many batches of each epoch's (seed, epoch) permutation, then shuffled
             (`tflm.features.batching.shuffled_length_batches`); 0: unsorted.
         jit_compile: XLA (recompiles for every new padded length; off by default).
-        export_dir: also export the selected model as a SavedModel there.
+        export_dir: also export the selected model as a SavedModel there. It
+            serves float32 whatever `dtype` trained it (the float32 master
+            weights, float32 compute): it then runs on any device and gives
+            the Keras model's probabilities within 1e-5.
         export_raw_text: add the optional raw-string endpoint to the export
             (GPT-2 BPE only; loading it then needs `import tensorflow_text`).
         keep_weights: keep every run's best weights (default: only the
@@ -129,6 +132,9 @@ class FinetuneConfig:
             raise ValueError(f"splits must be one of {SPLIT_PROTOCOLS}, got {self.splits!r}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real) or not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for name in ("jit_compile", "keep_weights", "export_raw_text", "strip_prompt_space"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not isinstance(self.prompt, (bool, str)):
             raise ValueError(f"prompt must be False, True or a string, got {self.prompt!r}")
         if not self.out_dir:
