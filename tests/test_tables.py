@@ -240,3 +240,24 @@ def test_table1_finetune_column(tmp_path, data_dir):
         [r["test_accuracy"] for r in ft]
     events = [json.loads(line)["event"] for line in open(os.path.join(out, "finetune", "sst5_prompt", "grid_log.jsonl"))]
     assert events.count("run_skip") == 1 and events.count("run_done") == 1
+
+
+@pytest.mark.slow
+def test_table1_finetune_column_on_some_tasks(tmp_path, data_dir, capsys):
+    """--ft-tasks sst5: FT rows for sst5 and sst5* only; the other rows show "-" and the note names them."""
+    out = str(tmp_path / "ft")
+    base = ["reproduce", "--model", "tiny-gpt2", "--data", data_dir, "--finetune", "--ft-lrs", "1e-3",
+            "--ft-batch-sizes", "8", "--ft-epochs", "1", "--cache-dir", str(tmp_path / "c")]
+    assert main(base + ["--tables", "1", "--out", out, "--ft-tasks", "sst5"]) == 0
+    rows = json.load(open(os.path.join(out, "results.json")))["tables"]["1"]["rows"]
+    assert [r["row"] for r in rows if r["feature"] == "FT"] == ["sst5", "sst5*"]
+    report = open(os.path.join(out, "REPORT.md")).read()
+    (header, table), = markdown_tables(markdown_sections(report)[
+        "Table 1: sentiment and news, with (`*`) and without the prompt"])
+    ft = {row[0]: row[header.index("FT")] for row in table}
+    assert ft["sst2"] == ft["agnews*"] == "-" and ft["sst5"] != "-"
+    assert 'Not fine-tuned ("-"): sst2, sst2*, agnews, agnews*.' in report
+    assert main(base + ["--tables", "1", "--out", out, "--ft-tasks", "imdb"]) == 2
+    assert "imdb not in Table 1" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "main"), "--ft-tasks", "sst2"]) == 2
+    assert "use it with --tables 1" in capsys.readouterr().err

@@ -214,7 +214,7 @@ def _finetune_settings(args):
     ft = {"epochs": args.ft_epochs}
     if args.dtype:
         ft["dtype"] = args.dtype
-    for name in ("lrs", "batch_sizes", "early_stop", "max_train"):
+    for name in ("lrs", "batch_sizes", "early_stop", "max_train", "tasks"):
         if getattr(args, f"ft_{name}") is not None:
             ft[name] = getattr(args, f"ft_{name}")
     return ft
@@ -240,6 +240,8 @@ def cmd_reproduce(args):
         real_lm_kw["real_lms"] = args.real_lms
 
     ft = _finetune_settings(args)
+    if ft and "tasks" in ft:
+        raise ValueError("--ft-tasks picks Table 1's FT rows: use it with --tables 1 (the main job fine-tunes --tasks)")
     reproduce(model=args.model, quad_model=args.quad_model, quad_pairs=args.quad_pair, quad_tasks=args.quad_tasks,
               tasks=args.tasks, data_dir=args.data,
               out_dir=args.out, features=args.features, max_train=args.max_train, finetune=args.finetune,
@@ -336,6 +338,8 @@ def build_parser():
     s.add_argument("--ft-batch-sizes", type=_csv(int))
     s.add_argument("--ft-epochs", type=int, default=10)
     s.add_argument("--ft-early-stop", type=int, help="FT: stop a run after this many epochs without a better dev accuracy")
+    s.add_argument("--ft-tasks", type=_csv(str),
+                   help="with --tables 1: fine-tune only these of Table 1's tasks (default all; the others show -)")
     s.add_argument("--ft-max-train", type=int,
                    help="FT: train on a seeded subsample of at most this many examples per row (default: the "
                    "probes' training set; never more than it)")

@@ -110,8 +110,9 @@ def finetune_rows(model, tasks, prompt_modes, data_dir, max_train, max_test, str
     return rows
 
 
-def finetune_note(settings, ft_rows):
-    """The FT column's grid and selection, in one paragraph (stated next to the numbers)."""
+def finetune_note(settings, ft_rows, all_rows=()):
+    """The FT column's grid and selection, in one paragraph (stated next to the numbers); rows of
+    `all_rows` without an FT row are named."""
     grid = ft_rows[0]["grid"] if ft_rows else {}
     picked = "; ".join(f"{r['row']}: lr {r['selected']['lr']:g}, batch {r['selected']['batch_size']}, epoch "
                        f"{r['selected']['best_epoch']}" for r in ft_rows)
@@ -125,7 +126,9 @@ def finetune_note(settings, ft_rows):
                + ", ".join(f"{r['row']} {r['n_train']:,}" for r in ft_rows) + "; the probes use the sizes in the "
                "table's last column)" if settings.get("max_train") else "")
             + "; the run and epoch with the best dev accuracy (dev file, or 10% of train without one) are kept, "
-            f"tested on the probes' test examples. Selected: {picked}.")
+            f"tested on the probes' test examples. Selected: {picked}."
+            + (f" Not fine-tuned (\"-\"): {', '.join(missing)}." if (missing := [
+                r for r in dict.fromkeys(x["row"] for x in all_rows) if r not in {f["row"] for f in ft_rows}]) else ""))
 
 
 def sized_table(rows, features=None):
@@ -145,7 +148,8 @@ def run_tables(model, tables=("1", "2"), out_dir="results", data_dir=None, max_t
     """Write `out_dir/REPORT.md`, results.json and PNGs with the requested tables; returns the result dict.
 
     `finetune`: None, or the `FinetuneConfig` settings (lrs, batch_sizes, epochs, ...) of an FT
-    column for Table 1 (`finetune_rows`), checked against the probes by `pattern_checks`."""
+    column for Table 1 (`finetune_rows`), checked against the probes by `pattern_checks`; its
+    optional "tasks" entry limits the column to some of Table 1's tasks (the others show "-")."""
     tables = check_tables(tables)
     specs = {"1": (TABLE1_TASKS, TABLE1_FEATURES, (False, True)), "2": (TABLE2_TASKS, TABLE2_FEATURES, (False,))}
     for t in tables:  # every data file up front, not after an hour of features
@@ -176,7 +180,12 @@ def run_tables(model, tables=("1", "2"), out_dir="results", data_dir=None, max_t
                          seed, log, probe_backend)
         if finetune is not None and t == "1":
             majority = {r["row"]: r["majority"] for r in rows}
-            ft = finetune_rows(model, tasks, modes, data_dir, max_train, max_test, strip, out_dir, finetune, seed, log)
+            settings = {k: v for k, v in finetune.items() if k != "tasks"}
+            ft_tasks = finetune.get("tasks") or tasks
+            if unknown := [x for x in ft_tasks if x not in tasks]:
+                raise ValueError(f"--ft-tasks: {', '.join(unknown)} not in Table 1 ({', '.join(tasks)})")
+            ft = finetune_rows(model, [x for x in tasks if x in ft_tasks], modes, data_dir, max_train, max_test,
+                               strip, out_dir, settings, seed, log)
             rows += [dict(r, majority=majority[r["row"]]) for r in ft]
             result["finetune"] = dict(finetune)
         result["tables"][t] = {"rows": rows, "pattern": pattern_checks(rows)}
@@ -225,7 +234,8 @@ def render_tables_report(result, out_dir):
         header, rows = sized_table(table["rows"])
         lines += [f"## {titles[t]}", "", "Test accuracy (%).", explain[t], "", markdown_table(header, rows), ""]
         if t == "1" and result.get("finetune"):
-            lines += [finetune_note(result["finetune"], [r for r in table["rows"] if r["feature"] == "FT"]), ""]
+            lines += [finetune_note(result["finetune"], [r for r in table["rows"] if r["feature"] == "FT"],
+                                    table["rows"]), ""]
         groups = [r[0] for r in rows]
         feats = header[1:-2]
         acc = {(r["row"], r["feature"]): r.get("test_accuracy") for r in table["rows"] if "skipped" not in r}
