@@ -87,3 +87,10 @@ def test_finetune_bench_tiny(tmp_path):
     assert float(rows[-1][-1]) == 1.0 and all(float(r[-1]) > 0 for r in rows)  # ratios against transformers
     assert "fixed cost of a run outside the steady-state steps (float32, batch 8" in out
     assert "total (one dev evaluation)" in out
+
+
+@pytest.mark.slow
+def test_first_step_bench_tiny(tmp_path):
+    out = run_bench("first_step.py", "--model", "tiny-llama", "--dtype", "float32", tmp_path=tmp_path)
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("baseline", "grappler"))}
+    assert set(rows) == {"baseline", "grappler-off"} and all(len(r) == 5 for r in rows.values())
