@@ -116,19 +116,25 @@ def finetune_note(settings, ft_rows, all_rows=()):
     grid = ft_rows[0]["grid"] if ft_rows else {}
     picked = "; ".join(f"{r['row']}: lr {r['selected']['lr']:g}, batch {r['selected']['batch_size']}, epoch "
                        f"{r['selected']['best_epoch']}" for r in ft_rows)
-    return (f"FT: full fine-tuning (`tflm finetune`, Adam, a linear head on f), grid lrs "
+    note = (f"FT: full fine-tuning (`tflm finetune`, Adam, a linear head on f), grid lrs "
             f"{', '.join(f'{x:g}' for x in grid.get('lrs', settings.get('lrs', [])))} x batch sizes "
             f"{', '.join(str(b) for b in grid.get('batch_sizes', settings.get('batch_sizes', [])))}, "
-            f"{settings.get('epochs', 10)} epochs" + (f", early stop after {settings['early_stop']} epochs without a "
-                                                     "better dev accuracy" if settings.get("early_stop") else "")
-            + (f", {settings['dtype']}" if settings.get("dtype") else "")
-            + (f"; trained on a seeded subsample of at most {settings['max_train']:,} training examples per row ("
-               + ", ".join(f"{r['row']} {r['n_train']:,}" for r in ft_rows) + "; the probes use the sizes in the "
-               "table's last column)" if settings.get("max_train") else "")
-            + "; the run and epoch with the best dev accuracy (dev file, or 10% of train without one) are kept, "
-            f"tested on the probes' test examples. Selected: {picked}."
-            + (f" Not fine-tuned (\"-\"): {', '.join(missing)}." if (missing := [
-                r for r in dict.fromkeys(x["row"] for x in all_rows) if r not in {f["row"] for f in ft_rows}]) else ""))
+            f"{settings.get('epochs', 10)} epochs")
+    if settings.get("early_stop"):
+        note += f", early stop after {settings['early_stop']} epochs without a better dev accuracy"
+    if settings.get("dtype"):
+        note += f", {settings['dtype']}"
+    if settings.get("max_train"):
+        note += (f"; trained on a seeded subsample of at most {settings['max_train']:,} training examples per row ("
+                 + ", ".join(f"{r['row']} {r['n_train']:,}" for r in ft_rows)
+                 + "; the probes use the sizes in the table's last column)")
+    note += ("; the run and epoch with the best dev accuracy (dev file, or 10% of train without one) are kept, "
+             f"tested on the probes' test examples. Selected: {picked}.")
+    tuned = {r["row"] for r in ft_rows}
+    missing = [r for r in dict.fromkeys(x["row"] for x in all_rows) if r not in tuned]
+    if missing:
+        note += f" Not fine-tuned (\"-\"): {', '.join(missing)}."
+    return note
 
 
 def sized_table(rows, features=None):
@@ -156,6 +162,8 @@ def run_tables(model, tables=("1", "2"), out_dir="results", data_dir=None, max_t
         for name in specs.get(t, ((),))[0]:
             if why := missing_data(name, data_dir):
                 raise DataError(why)
+    if finetune is not None and (unknown := [x for x in finetune.get("tasks") or () if x not in TABLE1_TASKS]):
+        raise ValueError(f"--ft-tasks: {', '.join(unknown)} not in Table 1 ({', '.join(TABLE1_TASKS)})")
     t0 = time.time()
     os.makedirs(out_dir, exist_ok=True)
     rows_dir = os.path.join(out_dir, "rows")
@@ -182,8 +190,6 @@ def run_tables(model, tables=("1", "2"), out_dir="results", data_dir=None, max_t
             majority = {r["row"]: r["majority"] for r in rows}
             settings = {k: v for k, v in finetune.items() if k != "tasks"}
             ft_tasks = finetune.get("tasks") or tasks
-            if unknown := [x for x in ft_tasks if x not in tasks]:
-                raise ValueError(f"--ft-tasks: {', '.join(unknown)} not in Table 1 ({', '.join(tasks)})")
             ft = finetune_rows(model, [x for x in tasks if x in ft_tasks], modes, data_dir, max_train, max_test,
                                strip, out_dir, settings, seed, log)
             rows += [dict(r, majority=majority[r["row"]]) for r in ft]
