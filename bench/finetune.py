@@ -60,21 +60,19 @@ def plan_batches(split, batch_size, steps, pad_to_multiple=8):
     return plan, padded
 
 
-class StepTimes:
+def step_timer():
     """A Keras callback recording the time at the start of `fit` and at the end of every batch."""
+    import keras
 
-    def __new__(cls):
-        import keras
+    class StepTimes(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.times = [time.perf_counter()]
 
-        class _StepTimes(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                self.times = [time.perf_counter()]
+        def on_train_batch_end(self, batch, logs=None):
+            float(logs["loss"])  # the step has run
+            self.times.append(time.perf_counter())
 
-            def on_train_batch_end(self, batch, logs=None):
-                float(logs["loss"])  # the step has run
-                self.times.append(time.perf_counter())
-
-        return _StepTimes()
+    return StepTimes()
 
 
 def tflm_steps(lm, split, plan, jit_compile=False, freeze_embeddings=False):
@@ -94,7 +92,7 @@ def tflm_steps(lm, split, plan, jit_compile=False, freeze_embeddings=False):
         if freeze_embeddings:
             model.backbone.token_embedding.trainable = False
         _compile(model, LR, jit_compile)
-    timer = StepTimes()
+    timer = step_timer()
     model.fit(ds, epochs=1, verbose=0, callbacks=[timer], shuffle=False)
     t = np.diff(timer.times)
     return float(t[0]), t[1:]
