@@ -53,10 +53,11 @@ LR = 1e-4
 
 def plan_batches(split, batch_size, steps, pad_to_multiple=8):
     """The first `steps` + 1 training batches of tflm's epoch-0 plan: index arrays and padded lengths."""
+    from tflm.features.batching import padded_length
     from tflm.finetune import data as data_lib
 
     plan = data_lib.train_plan(split.lengths, batch_size, seed=0, epoch=0)[: steps + 1]
-    padded = [int(-(-max(split.lengths[b]) // pad_to_multiple) * pad_to_multiple) for b in plan]
+    padded = [padded_length(max(split.lengths[b]), pad_to_multiple) for b in plan]
     return plan, padded
 
 
@@ -141,20 +142,18 @@ def hf_steps(hf_lm, split, plan, padded, dtype):
 
 def fixed_cost(spec, data, dtype, batch_size):
     """Seconds of what a `tflm finetune` run pays outside its training steps (one of each)."""
-    from tflm.finetune.data import encode_split
-    from tflm.tasks import load_split
-
     from tflm.distribute import get_strategy
     from tflm.finetune import data as data_lib
     from tflm.finetune.classifier import LMSnapshot
     from tflm.finetune.grid import _compile
     from tflm.models import load_lm
+    from tflm.tasks import load_split
 
     out = {}
     t = time.perf_counter()
     lm = load_lm(spec).with_dtype(dtype)
     out["load_lm"] = time.perf_counter() - t
-    dev = encode_split(lm.tokenizer, *load_split("sst2", "dev", data), max_length=lm.max_sequence_length)
+    dev = data_lib.encode_split(lm.tokenizer, *load_split("sst2", "dev", data), max_length=lm.max_sequence_length)
     t = time.perf_counter()
     snapshot = LMSnapshot(lm)
     out["snapshot"] = time.perf_counter() - t

@@ -5,6 +5,11 @@ import bisect
 import numpy as np
 
 
+def padded_length(longest, pad_to_multiple=8):
+    """`longest` rounded up to a multiple of `pad_to_multiple`: the length a batch is padded to."""
+    return int(-(-int(longest) // pad_to_multiple) * pad_to_multiple)
+
+
 def bucket_batches(lengths, max_tokens=8192, max_attention=4_000_000, pad_to_multiple=8):
     """Group example indices into batches of similar length.
 
@@ -19,7 +24,7 @@ def bucket_batches(lengths, max_tokens=8192, max_attention=4_000_000, pad_to_mul
     batches, i = [], 0
     while i < len(order):
         longest = int(lengths[order[i]])
-        padded = int(-(-longest // pad_to_multiple) * pad_to_multiple)
+        padded = padded_length(longest, pad_to_multiple)
         size = max(1, min(max_tokens // padded, max_attention // (padded * padded)))
         batches.append((order[i : i + size], padded))
         i += size

@@ -30,7 +30,7 @@ import dataclasses
 
 import numpy as np
 
-from tflm.features.batching import shuffled_length_batches
+from tflm.features.batching import padded_length, shuffled_length_batches
 from tflm.tokenization.text_encoder import TextEncoder
 
 
@@ -98,7 +98,7 @@ def _pieces(split, batch, num_replicas, replica_ids, pad_to_multiple, weighted):
     """Per-replica arrays of one global batch for the given replicas."""
     real = batch[batch >= 0]
     longest = max(len(split.ids[i]) for i in real)
-    length = int(-(-longest // pad_to_multiple) * pad_to_multiple)
+    length = padded_length(longest, pad_to_multiple)
     per = len(batch) // num_replicas
     for r in replica_ids:
         rows = batch[r * per : (r + 1) * per]
