@@ -298,6 +298,25 @@ def test_grid_disk_full_then_resumes_and_reports_the_same(grid_report, toy_task,
     assert strip_times(resumed) == strip_times(reference)
 
 
+def test_finished_grid_without_its_weights_reports_the_same(grid_report, toy_task, tmp_path):
+    """Results are shipped without weights (.gitignore): rerunning a finished grid from them reports the
+    same runs and selection instead of failing on the missing best weights; exporting names what is gone."""
+    import glob
+    import shutil
+
+    src, reference, _ = grid_report
+    out = str(tmp_path / "shipped")
+    shutil.copytree(src, out)
+    for path in glob.glob(os.path.join(out, "**", "*.h5"), recursive=True) + [os.path.join(out, "selected_model.keras")]:
+        os.remove(path)
+    again = finetune("tiny-gpt2", toy_task, out_dir=out, **GRID)
+    assert strip_times(again) == strip_times(reference) and again["selected_model"] is None
+    assert ("selected_weights_missing", reference["selected"]["run"]) in [
+        (e["event"], e.get("run")) for e in read_events(out)]
+    with pytest.raises(FileNotFoundError, match=r"cannot export .*best weights .*best\.weights\.h5 are gone"):
+        finetune("tiny-gpt2", toy_task, out_dir=out, export_dir=str(tmp_path / "export"), **GRID)
+
+
 @pytest.mark.slow
 def test_grid_refuses_other_settings_in_same_folder(grid_report, toy_task):
     out, _, _ = grid_report

@@ -501,12 +501,24 @@ def finalize(data, config, results, strategy, work_dir, log, t_start):
     if is_chief(strategy):
         from tflm.finetune.report import write_report
 
-        final = build_selected(data.snapshot, data.task.num_classes, config.dropout,
-                               os.path.join(work_dir, selected["run"]))
+        best_weights = os.path.join(work_dir, selected["run"], cb.BestCheckpoint.WEIGHTS)
+        saved_model = os.path.join(config.out_dir, SELECTED_MODEL)
+        if os.path.isfile(best_weights):
+            final = build_selected(data.snapshot, data.task.num_classes, config.dropout,
+                                   os.path.join(work_dir, selected["run"]))
+            with atomic_path(saved_model, suffix=".keras") as tmp:
+                final.save(tmp)
+        elif config.export_dir is not None:
+            raise FileNotFoundError(
+                f"cannot export {config.out_dir}: the selected run's best weights {best_weights} are gone "
+                f"(a finished grid whose weights were not kept, e.g. results checked out without them); "
+                f"delete {os.path.join(work_dir, STATE_FILE)} to train the grid again")
+        else:
+            # A finished grid without its weights (they are not shipped with results): the results stand,
+            # only the selected model is not there to save.
+            log("selected_weights_missing", run=selected["run"])
         # Paths in the report are relative to its folder: it may be shipped.
-        report["selected_model"] = SELECTED_MODEL
-        with atomic_path(os.path.join(config.out_dir, SELECTED_MODEL), suffix=".keras") as tmp:
-            final.save(tmp)
+        report["selected_model"] = SELECTED_MODEL if os.path.isfile(saved_model) else None
         if config.export_dir is not None:
             from tflm.finetune.export import export_classifier
 
