@@ -8,7 +8,10 @@ and its Keras `train_step` in one `tf.function` with a [None, None] input signat
 printed), of the first call (Grappler's graph optimisation, function instantiation, the first
 execution), of a second call on the same shape and of a call on a new length (no retrace). Each
 option runs in a fresh process; `grappler-off` disables TensorFlow's graph optimizer
-(`disable_meta_optimizer`), which shows its share of the first call and what it buys per step.
+(`disable_meta_optimizer`), which shows its share of the first call and what it buys per step;
+`no-<pass>` turns off one Grappler pass (`tf.config.optimizer.set_experimental_options`), to find
+the passes that cost the first call most and buy the step least. `steady_s` is the median of three
+more calls on the first shape.
 Issue 17's target: the first step <= 10 s.
 """
 
@@ -25,7 +28,11 @@ from tflm import native_logs  # noqa: E402
 
 native_logs.configure()
 
-OPTIONS = ("baseline", "grappler-off")
+# Grappler passes that `tf.config.optimizer.set_experimental_options` can turn off one by one.
+PASSES = ("layout_optimizer", "constant_folding", "shape_optimization", "remapping", "arithmetic_optimization",
+          "dependency_optimization", "loop_optimization", "function_optimization", "debug_stripper",
+          "implementation_selector", "pin_to_host_optimization")
+OPTIONS = ("baseline", "grappler-off") + tuple(f"no-{p}" for p in PASSES)
 
 
 def measure(spec, dtype, option, batch=16, length=32):
@@ -34,6 +41,8 @@ def measure(spec, dtype, option, batch=16, length=32):
 
     if option == "grappler-off":
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    elif option.startswith("no-"):
+        tf.config.optimizer.set_experimental_options({option[3:]: False})
     import tflm
     from tflm.finetune.classifier import LMSnapshot
     from tflm.finetune.grid import _compile
@@ -58,6 +67,13 @@ def measure(spec, dtype, option, batch=16, length=32):
         t = time.perf_counter()
         step((x, y))
         out[name] = time.perf_counter() - t
+    x = {"token_ids": np.ones((batch, length), np.int32), "padding_mask": np.ones((batch, length), np.int32)}
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        step((x, y))
+        times.append(time.perf_counter() - t)
+    out["steady_s"] = float(np.median(times))
     return out
 
 
@@ -76,8 +92,8 @@ def main(argv=None):
         return
     print(f"model {spec}, {args.dtype}, batch 16 x 32 tokens; each option in a fresh process; load average "
           f"{os.getloadavg()[0]:.1f}")
-    keys = ("trace_s", "first_call_s", "second_call_s", "new_length_s", "graph_ops")
-    print(f"{'option':14s} " + " ".join(f"{k:>14s}" for k in keys))
+    keys = ("trace_s", "first_call_s", "second_call_s", "new_length_s", "steady_s", "graph_ops")
+    print(f"{'option':28s} " + " ".join(f"{k:>14s}" for k in keys))
     for option in args.options.split(","):
         if option not in OPTIONS:
             raise SystemExit(f"--options: unknown option {option!r}; choose from {', '.join(OPTIONS)}")
@@ -86,7 +102,7 @@ def main(argv=None):
         if proc.returncode:
             raise SystemExit(proc.stderr[-3000:])
         r = json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"{option:14s} " + " ".join(f"{r[k]:14.1f}" if k != "graph_ops" else f"{r[k]:14,d}" for k in keys))
+        print(f"{option:28s} " + " ".join(f"{r[k]:14.2f}" if k != "graph_ops" else f"{r[k]:14,d}" for k in keys))
 
 
 if __name__ == "__main__":

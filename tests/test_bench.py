@@ -91,6 +91,17 @@ def test_finetune_bench_tiny(tmp_path):
 
 @pytest.mark.slow
 def test_first_step_bench_tiny(tmp_path):
-    out = run_bench("first_step.py", "--model", "tiny-llama", "--dtype", "float32", tmp_path=tmp_path)
-    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith(("baseline", "grappler"))}
-    assert set(rows) == {"baseline", "grappler-off"} and all(len(r) == 5 for r in rows.values())
+    out = run_bench("first_step.py", "--model", "tiny-llama", "--dtype", "float32", "--options",
+                    "baseline,grappler-off,no-constant_folding", tmp_path=tmp_path)
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()
+            if line.startswith(("baseline", "grappler", "no-"))}
+    assert set(rows) == {"baseline", "grappler-off", "no-constant_folding"} and all(len(r) == 6 for r in rows.values())
+
+
+@pytest.mark.slow
+def test_kill_resume_bench_tiny(tmp_path):
+    out = run_bench("kill_resume.py", "--data", SHIPPED_DATA, "--max-train", "2000", "--max-eval", "64",
+                    "--lrs", "1e-3", "--batch-sizes", "8", "--kill-after", "1", "--out", str(tmp_path / "kr"),
+                    tmp_path=tmp_path)
+    assert "run_resume at epoch [2]" in out  # killed mid-epoch 2, resumed from epoch 1's backup
+    assert "identical reports (runs, histories, selection, test accuracy): yes" in out
