@@ -2,8 +2,8 @@
 
 Runs `tflm finetune` three times on the same settings, each in a fresh process:
   1. uninterrupted, into OUT/reference;
-  2. into OUT/killed, SIGKILLed KILL_AFTER seconds after the first run's epoch 1 is in its history
-     (so mid-epoch 2, with epoch 1 backed up by BackupAndRestore);
+  2. into OUT/killed, SIGKILLed KILL_AFTER seconds after BackupAndRestore has backed up epoch 1
+     (so mid-epoch 2);
   3. the same command again into OUT/killed: it resumes.
 Then compares the two results.json (wall times and paths aside) and prints the verdict.
 
@@ -23,7 +23,8 @@ from tflm import native_logs
 
 native_logs.configure()  # before TensorFlow loads
 
-from tflm.finetune.grid import HISTORY_FILE, run_id  # noqa: E402
+from tflm.callbacks import BACKUP_DIR, AtomicBackupAndRestore  # noqa: E402
+from tflm.finetune.grid import run_id  # noqa: E402
 
 IGNORED = ("wall_time_s", "selected_model", "export_dir")
 
@@ -43,13 +44,6 @@ def comparable(obj):
     return obj
 
 
-def epochs_logged(path):
-    if not os.path.isfile(path):
-        return 0
-    with open(path) as f:
-        return max(0, sum(1 for line in f if line.strip()) - 1)  # CSVLogger: header + one line per epoch
-
-
 def run(cmd, log_path):
     t0 = time.time()
     with open(log_path, "w") as log:
@@ -59,12 +53,12 @@ def run(cmd, log_path):
     return time.time() - t0
 
 
-def run_and_kill(cmd, log_path, history, kill_after):
-    """Start `cmd`, SIGKILL it `kill_after` s after `history` holds one epoch; returns seconds until the kill."""
+def run_and_kill(cmd, log_path, run_dir, kill_after):
+    """Start `cmd`, SIGKILL it `kill_after` s after epoch 1 of `run_dir` is backed up; returns seconds until then."""
     t0 = time.time()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        while epochs_logged(history) < 1:
+        while AtomicBackupAndRestore.completed_epochs(os.path.join(run_dir, BACKUP_DIR)) < 1:
             if proc.poll() is not None:
                 sys.exit(f"the run to kill ended ({proc.returncode}) before its first epoch; see {log_path}")
             time.sleep(0.5)
@@ -87,7 +81,7 @@ def main(argv=None):
     ap.add_argument("--lrs", default="1e-4")
     ap.add_argument("--batch-sizes", default="16")
     ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--kill-after", type=float, default=2.0, help="seconds into epoch 2 (default 2)")
+    ap.add_argument("--kill-after", type=float, default=2.0, help="seconds after the epoch 1 backup (default 2)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     if len(args.lrs.split(",")) != 1 or len(args.batch_sizes.split(",")) != 1:
@@ -102,9 +96,9 @@ def main(argv=None):
     t_ref = run(finetune_command(args, ref_dir), os.path.join(args.out, "reference.log"))
     print(f"uninterrupted: {t_ref:.0f} s")
     t_kill = run_and_kill(finetune_command(args, killed_dir), os.path.join(args.out, "killed.log"),
-                          os.path.join(killed_dir, run_name, HISTORY_FILE), args.kill_after)
+                          os.path.join(killed_dir, run_name), args.kill_after)
     left = sorted(os.listdir(os.path.join(killed_dir, run_name)))
-    print(f"killed (SIGKILL) after {t_kill:.0f} s, {args.kill_after:g} s after epoch 1 was logged; state left: {left}")
+    print(f"killed (SIGKILL) after {t_kill:.0f} s, {args.kill_after:g} s after epoch 1 was backed up; state left: {left}")
     if "backup" not in left:
         sys.exit("the kill landed after the run had finished training (no backup left): lower --kill-after "
                  "or raise --max-train")

@@ -49,6 +49,9 @@ def peak_rss_gb():
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
 
 
+BACKUP_DIR = "backup"  # where a run keeps its backup (removed by fine-tuning grids once the run is done)
+
+
 class AtomicBackupAndRestore(BackupAndRestoreHooks):
     """`BackupAndRestore` (epoch granularity) whose backup is one atomic commit.
 

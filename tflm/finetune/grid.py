@@ -39,7 +39,7 @@ import time
 import keras
 import numpy as np
 
-from tflm.callbacks import AtomicBackupAndRestore, Throughput, peak_rss_gb, read_json
+from tflm.callbacks import BACKUP_DIR, AtomicBackupAndRestore, Throughput, peak_rss_gb, read_json
 from tflm.distribute import get_strategy
 from tflm.finetune import callbacks as cb
 from tflm.finetune import data as data_lib
@@ -223,7 +223,7 @@ def train_run(
     batch_size = data_lib.check_batch_size(batch_size, num_replicas, n_train)
     steps = n_train // batch_size
     os.makedirs(run_dir, exist_ok=True)
-    backup_dir = os.path.join(run_dir, "backup")
+    backup_dir = os.path.join(run_dir, BACKUP_DIR)
     history_path = os.path.join(run_dir, HISTORY_FILE)
 
     counter = data_lib.EpochCounter()
@@ -468,7 +468,7 @@ def run_grid(data, config, strategy, verbose="auto", callbacks=None):
                 test_accuracy=round(result["test_accuracy"], 4), best_epoch=result["best_epoch"],
                 peak_rss_gb=peak_rss_gb())
             results.append(result)
-            shutil.rmtree(os.path.join(run_dir, "backup"), ignore_errors=True)
+            shutil.rmtree(os.path.join(run_dir, BACKUP_DIR), ignore_errors=True)
             if not config.keep_weights:
                 _prune_weights(work_dir, results)
     return results, work_dir, log

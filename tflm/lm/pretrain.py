@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tflm._compat import ClipGradientsHook
-from tflm.callbacks import AtomicBackupAndRestore, Throughput
+from tflm.callbacks import BACKUP_DIR, AtomicBackupAndRestore, Throughput
 from tflm.distribute import get_strategy
 from tflm.lm.causal_lm import CausalLM, make_untied_head
 from tflm.lm.corpus import block_dataset, pack_blocks, read_corpus
@@ -29,7 +29,6 @@ from tflm.models.language_model import LanguageModel
 from tflm.models.tiny import gpt2_config
 from tflm.tokenization import gpt2_tokenizer
 
-BACKUP_DIR = "backup"
 CHECKPOINT_DIR = "checkpoints"
 
 
