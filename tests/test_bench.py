@@ -105,3 +105,11 @@ def test_kill_resume_bench_tiny(tmp_path):
                     tmp_path=tmp_path)
     assert "run_resume at epoch [2]" in out  # killed mid-epoch 2, resumed from epoch 1's backup
     assert "identical reports (runs, histories, selection, test accuracy): yes" in out
+
+
+@pytest.mark.slow
+def test_profile_train_bench_tiny(tmp_path):
+    out = run_bench("profile_train.py", "--model", "tiny-llama", "--shapes", "4x8", "--dtypes", "float32",
+                    "--repeats", "1", tmp_path=tmp_path)
+    names = ("train step", "forward", "forward + backward", "Adam alone", "matmul floor", "rest (metrics, casts)")
+    assert all(f"    {n} " in out for n in names), out
