@@ -22,7 +22,8 @@ execution for torch), the steady state over the remaining steps in examples/s an
 real tokens, and the ratio tflm / transformers. Issue 17's targets: steady state >= 1.5x in
 float32 and bf16 at batch 16 and 32; tflm's first step <= 10 s.
 
-`--jit` adds tflm with `jit_compile=True` (XLA; it compiles once per distinct padded length,
+`--fused-adam` adds tflm with `FusedAdam` (`tflm finetune --optimizer fused_adam`). `--jit` adds
+tflm with `jit_compile=True` (XLA; it compiles once per distinct padded length,
 which the first-step column then shows). `--diagnostics` adds, for the first dtype and batch
 size, tflm with the token embedding frozen (the dense Adam update of the 49,152 x 576 table
 and its gradient then drop out: a measurement of their cost, not a training mode) and the
@@ -76,7 +77,7 @@ def step_timer():
     return StepTimes()
 
 
-def tflm_steps(lm, split, plan, jit_compile=False, freeze_embeddings=False):
+def tflm_steps(lm, split, plan, jit_compile=False, freeze_embeddings=False, optimizer="adam"):
     """Seconds of the first step and of each later step of `model.fit` on `plan` (tflm's pipeline)."""
     import keras
 
@@ -92,7 +93,7 @@ def tflm_steps(lm, split, plan, jit_compile=False, freeze_embeddings=False):
         model = LMSnapshot(lm).classifier(2)
         if freeze_embeddings:
             model.backbone.token_embedding.trainable = False
-        _compile(model, LR, jit_compile)
+        _compile(model, LR, jit_compile, optimizer)
     timer = step_timer()
     model.fit(ds, epochs=1, verbose=0, callbacks=[timer], shuffle=False)
     t = np.diff(timer.times)
@@ -193,7 +194,8 @@ def measure(spec, data, dtype, bs, steps, engine):
         first, later = hf_steps(real_lm.load_hf(spec), split, plan, padded, dtype)
     else:
         first, later = tflm_steps(lm.with_dtype(dtype), split, plan, jit_compile=engine == "tflm jit",
-                                  freeze_embeddings=engine == "tflm, embedding frozen")
+                                  freeze_embeddings=engine == "tflm, embedding frozen",
+                                  optimizer="fused_adam" if engine == "tflm fused_adam" else "adam")
     real = sum(int(split.lengths[b].sum()) for b in plan[1:])
     return first, later, real, sum(bs * n for n in padded[1:])
 
@@ -219,6 +221,7 @@ def main(argv=None):
     p.add_argument("--batch-sizes", default="16,32")
     p.add_argument("--dtypes", default="float32,bfloat16")
     p.add_argument("--jit", action="store_true", help="also tflm with jit_compile=True")
+    p.add_argument("--fused-adam", action="store_true", help="also tflm with --optimizer fused_adam")
     p.add_argument("--diagnostics", action="store_true",
                    help="also tflm with the token embedding frozen, and a run's fixed cost")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement, JSON in and out
@@ -246,7 +249,7 @@ def main(argv=None):
           f"load average {os.getloadavg()[0]:.1f}; SST-2 train batches, lr {LR:g}; each measurement in a fresh "
           "process", flush=True)
     rows = []
-    engines = ["tflm"] + (["tflm jit"] if args.jit else [])
+    engines = ["tflm"] + (["tflm jit"] if args.jit else []) + (["tflm fused_adam"] if args.fused_adam else [])
     for di, dtype in enumerate(args.dtypes.split(",")):
         for bi, bs in enumerate(int(b) for b in args.batch_sizes.split(",")):
             names = engines + (["tflm, embedding frozen"] if args.diagnostics and di == 0 and bi == 0 else [])

@@ -9,7 +9,8 @@ warm-up call; components interleaved so machine noise hits all alike), each in i
 - train step: Keras' `train_step` (forward + backward + Adam + metrics), what `model.fit` runs;
 - forward: the classifier's loss, training=True (dropout on);
 - forward + backward: the loss and its gradients (`tf.GradientTape`);
-- Adam alone: `optimizer.apply` of fixed gradients to all weights (its cost does not depend on B x T);
+- Adam alone: `optimizer.apply` of fixed gradients to all weights (its cost does not depend on B x T),
+  Keras' `Adam` and tflm's `FusedAdam` (TensorFlow's fused `ResourceApplyAdam` kernel);
 - matmul floor: only the dense matmuls of forward + backward (per kernel Y = XW, dX = dY W^T,
   dW = X^T dY, same shapes and dtype) -- the arithmetic a step cannot avoid on this machine.
 
@@ -41,6 +42,7 @@ def components(lm, batch, length):
     import tensorflow as tf
 
     from tflm.finetune.classifier import LMSnapshot
+    from tflm.finetune.fused_adam import FusedAdam
     from tflm.finetune.grid import _compile
 
     model = LMSnapshot(lm).classifier(2)
@@ -63,6 +65,8 @@ def components(lm, batch, length):
         return [value] + tape.gradient(value, variables)
 
     grads = [tf.convert_to_tensor(g) * 1e-6 for g in forward_backward()[1:]]
+    fused = FusedAdam(1e-5)
+    fused.build(variables)
 
     dtype = lm.backbone.dtype_policy.compute_dtype
     mats = []
@@ -87,6 +91,7 @@ def components(lm, batch, length):
         "forward": tf.function(loss),
         "forward + backward": forward_backward,
         "Adam alone": tf.function(lambda: model.optimizer.apply(grads, variables) or tf.constant(0.0)),
+        "FusedAdam alone": tf.function(lambda: fused.apply(grads, variables) or tf.constant(0.0)),
         "matmul floor": matmuls,
     }, flops
 

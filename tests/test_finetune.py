@@ -121,6 +121,63 @@ def test_paper_splits_sst2_and_agnews(tmp_path):
     assert sorted(splits["train"][0] + splits["dev"][0]) == sorted(r.split("\t")[1] for r in rows)
 
 
+def _adam_steps(optimizer, steps=3):
+    """The tiny Llama classifier (dropout off) after `steps` Adam steps on one batch with repeated tokens."""
+    snapshot = LMSnapshot(load_lm("tiny-llama"))
+    rng = np.random.default_rng(0)
+    x = {"token_ids": rng.integers(0, 60, (8, 12)).astype(np.int32), "padding_mask": np.ones((8, 12), np.int32)}
+    y = rng.integers(0, 2, 8).astype(np.int32)
+    keras.utils.set_random_seed(0)
+    model = snapshot.classifier(2, dropout=0.0)
+    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    return model, x["token_ids"]
+
+
+def test_fused_adam_is_dense_adam():
+    """FusedAdam (TF's fused kernel) == Keras' Adam on dense gradients, for every weight, the token
+    embedding included; Keras' own Adam on the embedding's IndexedSlices differs on repeated tokens only."""
+    import tensorflow as tf
+
+    from tflm.finetune.fused_adam import FusedAdam
+
+    class DenseAdam(keras.optimizers.Adam):  # Keras' arithmetic on the summed (dense) gradient
+        def update_step(self, gradient, variable, learning_rate):
+            super().update_step(tf.convert_to_tensor(gradient), variable, learning_rate)
+
+    fused, ids = _adam_steps(FusedAdam(1e-2))
+    dense, _ = _adam_steps(DenseAdam(1e-2))
+    assert int(fused.optimizer.iterations.numpy()) == 3
+    for w, a, b in zip(fused.weights, fused.get_weights(), dense.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5, err_msg=w.path)  # lr 1e-2: 0.1% of a step
+    # One step (after it the two models' gradients differ everywhere).
+    fused, _ = _adam_steps(FusedAdam(1e-2), steps=1)
+    keras_adam, _ = _adam_steps(keras.optimizers.Adam(1e-2), steps=1)
+    emb_fused, emb_keras = fused.get_weights()[0], keras_adam.get_weights()[0]
+    tokens, counts = np.unique(ids, return_counts=True)
+    gap = np.abs(emb_fused - emb_keras).max(axis=1)
+    assert gap[tokens[counts == 1]].max() < 1e-5 and gap[tokens[counts > 1]].max() > 1e-3
+    for a, b in zip(fused.get_weights()[1:], keras_adam.get_weights()[1:]):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    # A Keras optimizer like any other: it serializes, and the grid's config validates its name.
+    again = keras.optimizers.deserialize(keras.optimizers.serialize(FusedAdam(3e-4, beta_2=0.98)))
+    assert isinstance(again, FusedAdam) and again.get_config()["beta_2"] == 0.98
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        FinetuneConfig(task="sst2", optimizer="sgd")
+
+
+def test_grid_with_fused_adam_records_it(toy_task, tmp_path):
+    out = str(tmp_path / "fused")
+    report = finetune("tiny-gpt2", toy_task, out_dir=out, optimizer="fused_adam",
+                      **dict(GRID, lrs=(1e-3,), batch_sizes=(8,), epochs=1))
+    assert report["optimizer"] == "fused_adam" and 0 <= report["test_accuracy"] <= 1
+    with open(os.path.join(out, "grid_state.json")) as f:
+        assert json.load(f)["settings"]["optimizer"] == "fused_adam"
+    with pytest.raises(ValueError, match="differs in: optimizer"):
+        finetune("tiny-gpt2", toy_task, out_dir=out, **dict(GRID, lrs=(1e-3,), batch_sizes=(8,), epochs=1))
+
+
 def test_cli_parses_number_lists_and_config_validates():
     assert cli.parse_number_list("5e-5, 1e-4", float, "--lrs") == [5e-5, 1e-4]
     assert cli.parse_number_list("8,16", int, "--batch-sizes") == [8, 16]

@@ -142,7 +142,8 @@ def cmd_finetune(args):
         out_dir=args.out, seed=args.seed, early_stop=args.early_stop, max_train=args.max_train,
         max_eval=args.max_eval, splits=args.splits, dropout=args.dropout, max_length=args.max_length,
         strip_prompt_space=args.strip_prompt_space, export_dir=args.export, export_raw_text=args.export_raw_text,
-        dtype=args.dtype, **({} if args.bucket_window is None else {"bucket_window": args.bucket_window}),
+        dtype=args.dtype, optimizer=args.optimizer,
+        **({} if args.bucket_window is None else {"bucket_window": args.bucket_window}),
     )
     report = finetune(args.model, config, strategy=args.strategy)
     sel = report["selected"]
@@ -447,6 +448,9 @@ def build_parser():
                    "seeded permutation, then shuffled (default 50; 0: unsorted random batches)")
     s.add_argument("--strip-prompt-space", action="store_true", help="drop the prompt's trailing space")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--optimizer", default="adam", choices=["adam", "fused_adam"],
+                   help="adam: Keras' Adam (default); fused_adam: TensorFlow's fused Adam kernel (faster on CPUs; "
+                   "dense Adam on the token embedding, as torch)")
     _add_dtype(s, training=True)
     s.set_defaults(func=cmd_finetune)
 

@@ -10,6 +10,7 @@ DEFAULT_LRS = (5e-5, 1e-4, 3e-4)
 DEFAULT_BATCH_SIZES = {"sst2": (8, 16, 32), "sst5": (8, 16, 32), "agnews": (8, 12, 16)}
 FALLBACK_BATCH_SIZES = (8, 16, 32)
 SPLIT_PROTOCOLS = ("paper", "files")
+OPTIMIZERS = ("adam", "fused_adam")
 
 
 def _number_list(name, values, integer):
@@ -86,6 +87,10 @@ class FinetuneConfig:
             selected-so-far run's, to bound disk use).
         dtype: compute dtype; "bfloat16" / "float16" train with the Keras
             mixed policy (float32 weights).
+        optimizer: "adam" (Keras' `Adam`) or "fused_adam" (`FusedAdam`:
+            TensorFlow's fused Adam kernel, one pass per variable; the same
+            update on dense gradients, and on the token embedding's sparse
+            gradient the dense Adam of torch, see `FusedAdam`).
     """
 
     task: object
@@ -110,6 +115,7 @@ class FinetuneConfig:
     export_raw_text: bool = False
     keep_weights: bool = False
     dtype: str = "float32"
+    optimizer: str = "adam"
 
     def __post_init__(self):
         def put(name, value):
@@ -128,6 +134,8 @@ class FinetuneConfig:
             raise ValueError(f"bucket_window must be an integer >= 0, got {self.bucket_window!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.splits not in SPLIT_PROTOCOLS:
             raise ValueError(f"splits must be one of {SPLIT_PROTOCOLS}, got {self.splits!r}")
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real) or not 0 <= self.dropout < 1:

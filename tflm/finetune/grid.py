@@ -154,9 +154,11 @@ def read_events(out_dir):
 
 
 # --- one run -------------------------------------------------------------------------
-def _compile(model, lr, jit_compile):
+def _compile(model, lr, jit_compile, optimizer="adam"):
+    from tflm.finetune.fused_adam import FusedAdam
+
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=lr),
+        optimizer={"adam": keras.optimizers.Adam, "fused_adam": FusedAdam}[optimizer](learning_rate=lr),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         jit_compile=jit_compile,
@@ -177,13 +179,13 @@ class RunModel:
     dropout generators at their seeds. Traced functions are kept.
     """
 
-    def __init__(self, snapshot, num_classes, strategy, seed=0, dropout=0.1, jit_compile=False):
+    def __init__(self, snapshot, num_classes, strategy, seed=0, dropout=0.1, jit_compile=False, optimizer="adam"):
         from tflm._compat import seed_generators
 
         with strategy.scope():
             keras.utils.set_random_seed(seed)
             self.model = snapshot.classifier(num_classes, dropout=dropout)
-            _compile(self.model, 1e-3, jit_compile)  # the learning rate is set by `reset`
+            _compile(self.model, 1e-3, jit_compile, optimizer)  # the learning rate is set by `reset`
             self.model.optimizer.build(self.model.trainable_variables)
         self._weights = self.model.get_weights()
         self._optimizer = [None if not np.any(a := np.asarray(v)) else a for v in self.model.optimizer.variables]
@@ -431,6 +433,8 @@ def grid_settings(data, config):
         "dropout": float(config.dropout),
         "pad_to_multiple": int(config.pad_to_multiple),
         "bucket_window": int(config.bucket_window),
+        # Only when not Keras' Adam, so grids from before the option resume.
+        **({} if config.optimizer == "adam" else {"optimizer": config.optimizer}),
     }
 
 
@@ -457,7 +461,8 @@ def run_grid(data, config, strategy, verbose="auto", callbacks=None):
                 continue
             if run_model is None:
                 run_model = RunModel(data.snapshot, data.task.num_classes, strategy, seed=config.seed,
-                                     dropout=config.dropout, jit_compile=config.jit_compile)
+                                     dropout=config.dropout, jit_compile=config.jit_compile,
+                                     optimizer=config.optimizer)
             result, _ = train_run(
                 run_model, data.encoded, lr, bs, config.epochs, strategy, run_dir,
                 seed=config.seed, early_stop=config.early_stop, pad_to_multiple=config.pad_to_multiple,
@@ -491,6 +496,7 @@ def finalize(data, config, results, strategy, work_dir, log, t_start):
         "early_stop": config.early_stop,
         "seed": int(config.seed),
         "dropout": float(config.dropout),
+        "optimizer": config.optimizer,
         "replicas": strategy.num_replicas_in_sync,
         "selection": "best dev accuracy (best epoch of each run; ties: earlier run in grid order)",
         "selected": {k: selected[k] for k in ("run", "lr", "batch_size", "best_epoch", "dev_accuracy", "test_accuracy")},
