@@ -26,7 +26,7 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "torch==2.13.0", "transformers==4.57.6"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "torch==2.13.0", "transformers==4.57.6", "accelerate>=1.0"],
         # bench/real_lm.py: transformers reads the SmolLM2 GGUF through accelerate
         "bench": ["torch==2.13.0", "transformers==4.57.6", "accelerate>=1.0"],
     },
