@@ -25,8 +25,7 @@ native_logs.configure()  # before TensorFlow loads
 
 from tflm.callbacks import BACKUP_DIR, AtomicBackupAndRestore  # noqa: E402
 from tflm.finetune.grid import run_id  # noqa: E402
-
-IGNORED = ("wall_time_s", "selected_model", "export_dir")
+from tflm.finetune.report import comparable  # noqa: E402
 
 
 def finetune_command(args, out):
@@ -34,14 +33,6 @@ def finetune_command(args, out):
             "--data", args.data, "--splits", "files", "--max-train", str(args.max_train),
             "--max-eval", str(args.max_eval), "--lrs", args.lrs, "--batch-sizes", args.batch_sizes,
             "--epochs", str(args.epochs), "--dtype", args.dtype, "--seed", "0", "--out", out]
-
-
-def comparable(obj):
-    if isinstance(obj, dict):
-        return {k: comparable(v) for k, v in obj.items() if k not in IGNORED}
-    if isinstance(obj, list):
-        return [comparable(v) for v in obj]
-    return obj
 
 
 def run(cmd, log_path):

@@ -27,6 +27,7 @@ from tflm.finetune.export import export_classifier  # noqa: E402
 from tflm.probes.export import export_sklearn_probe, probe_mode  # noqa: E402
 from tflm.finetune.config import FinetuneConfig  # noqa: E402
 from tflm.finetune.grid import model_identity  # noqa: E402
+from tflm.finetune.report import comparable as strip_times  # noqa: E402
 from tflm.models import load_lm  # noqa: E402
 from tflm.tasks import load_split, task_from_folder  # noqa: E402
 from tflm.tokenization.text_encoder import encode_texts  # noqa: E402
@@ -34,7 +35,6 @@ from tflm.tokenization.text_encoding import pad_batch  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRID = dict(lrs=(1e-3, 3e-3), batch_sizes=(8, 16), epochs=2, seed=0, verbose=0)
-TIME_KEYS = ("wall_time_s", "selected_model", "export_dir")
 
 
 def run_python(code, timeout=300, env=None):
@@ -45,14 +45,6 @@ def run_python(code, timeout=300, env=None):
 
 def last_json(stdout):
     return json.loads(stdout.strip().splitlines()[-1])
-
-
-def strip_times(obj):
-    if isinstance(obj, dict):
-        return {k: strip_times(v) for k, v in obj.items() if k not in TIME_KEYS}
-    if isinstance(obj, list):
-        return [strip_times(v) for v in obj]
-    return obj
 
 
 @pytest.fixture(scope="module")

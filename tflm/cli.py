@@ -448,7 +448,9 @@ def build_parser():
                    "seeded permutation, then shuffled (default 50; 0: unsorted random batches)")
     s.add_argument("--strip-prompt-space", action="store_true", help="drop the prompt's trailing space")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--optimizer", default="adam", choices=["adam", "fused_adam"],
+    from tflm.finetune.config import OPTIMIZERS
+
+    s.add_argument("--optimizer", default="adam", choices=OPTIMIZERS,
                    help="adam: Keras' Adam (default); fused_adam: TensorFlow's fused Adam kernel (faster on CPUs; "
                    "dense Adam on the token embedding, as torch)")
     _add_dtype(s, training=True)

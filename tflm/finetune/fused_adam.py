@@ -1,4 +1,4 @@
-"""Adam whose update is TensorFlow's fused kernel: the same arithmetic as Keras' Adam, in one pass."""
+"""Adam whose update is TensorFlow's fused kernel: Keras' Adam arithmetic on dense gradients, in one pass."""
 
 import keras
 
@@ -9,8 +9,9 @@ class FusedAdam(keras.optimizers.Adam):
 
     Keras' Adam updates each variable with about ten separate element-wise ops
     (two `assign_add`s, an `assign_sub` and their operands), each a pass over
-    memory; for a 135M-parameter model that is most of an optimizer step on a
-    CPU. TensorFlow's fused kernel computes the same update in one pass:
+    memory; TensorFlow's fused kernel computes the same update in one pass
+    (SmolLM2's 135M weights on 2 CPU cores: 0.72 -> 0.22 s per step,
+    `bench/profile_train.py`):
 
         m <- m + (g - m) (1 - beta_1),  v <- v + (g^2 - v) (1 - beta_2),
         w <- w - lr sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon)

@@ -61,6 +61,19 @@ def plot_dev_accuracy(report, path):
     plt.close(fig)
 
 
+# What differs between two runs of the same grid that trained the same: times, and what a run may lack.
+RUN_SPECIFIC_KEYS = ("wall_time_s", "selected_model", "export_dir")
+
+
+def comparable(obj):
+    """`obj` (a report, or a part of one) without `RUN_SPECIFIC_KEYS`: equal for runs that trained the same."""
+    if isinstance(obj, dict):
+        return {k: comparable(v) for k, v in obj.items() if k not in RUN_SPECIFIC_KEYS}
+    if isinstance(obj, list):
+        return [comparable(v) for v in obj]
+    return obj
+
+
 def write_report(report, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     write_atomic(os.path.join(out_dir, "results.md"), markdown(report))
