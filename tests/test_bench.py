@@ -39,6 +39,18 @@ def test_real_lm_bench_tiny(tmp_path):
 
 
 @pytest.mark.slow
+def test_gemm_bench_small(tmp_path):
+    pytest.importorskip("torch")
+    out = run_bench("gemm.py", "--m", "64", "--k", "32", "--n", "48", "--repeats", "2", "--threads", "1",
+                    tmp_path=tmp_path)
+    rows = [line.split() for line in out.splitlines() if line.startswith(("bfloat16", "float32"))]
+    assert [(r[0], r[1], r[-1] != "0.00") for r in rows] == [
+        ("bfloat16", "A", True), ("bfloat16", "A", True), ("float32", "A", True), ("float32", "A", True)]
+    assert [r[3] for r in rows] == ["B", "B^T", "B", "B^T"]  # both weight layouts per dtype
+    assert "(1 threads), torch" in out and "(1 threads); load" in out
+
+
+@pytest.mark.slow
 def test_probe_bench_tiny(tmp_path):
     out = run_bench("probe.py", "--model", "tiny-gpt2", "--tasks", "sst2", "--features", "f",
                     "--data", SHIPPED_DATA, "--max-train", "300", "--max-test", "100", tmp_path=tmp_path)
