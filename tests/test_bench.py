@@ -44,9 +44,9 @@ def test_gemm_bench_small(tmp_path):
     out = run_bench("gemm.py", "--m", "64", "--k", "32", "--n", "48", "--repeats", "2", "--threads", "1",
                     tmp_path=tmp_path)
     rows = [line.split() for line in out.splitlines() if line.startswith(("bfloat16", "float32"))]
-    assert [(r[0], r[1], r[-1] != "0.00") for r in rows] == [
-        ("bfloat16", "A", True), ("bfloat16", "A", True), ("float32", "A", True), ("float32", "A", True)]
-    assert [r[3] for r in rows] == ["B", "B^T", "B", "B^T"]  # both weight layouts per dtype
+    assert [(r[0], " ".join(r[1:4])) for r in rows] == [  # both weight layouts per dtype
+        ("bfloat16", "A @ B"), ("bfloat16", "A @ B^T"), ("float32", "A @ B"), ("float32", "A @ B^T")]
+    assert all(float(r[-1]) > 0 for r in rows)  # a torch / TF ratio on every row
     assert "(1 threads), torch" in out and "(1 threads); load" in out
 
 
